@@ -1,0 +1,53 @@
+/* Kernel parameter structs, shared by the CUDA kernels and (through bindgen) the Rust launcher.
+ * Plain C, fixed-width types only, so that both sides agree on the layout byte for byte.
+ * Regenerate the Rust mirror (src/cuda/params.rs) with `cargo test --test bindings -- --ignored`
+ * after editing this file (needs libclang); the test fails if the committed mirror is stale. */
+#ifndef COSIM_PARAMS_H
+#define COSIM_PARAMS_H
+
+#include <stdint.h>
+
+/* Largest tensor rank the plans and kernels accept. */
+#define COSIM_MAX_DIMS 8
+
+/* How the index of one output vector maps to element offsets in the two inputs: a row-major
+ * multi-index over `size[0..ndim]`, with per-input element strides (0 = broadcast). */
+typedef struct cosim_index {
+    int64_t size[COSIM_MAX_DIMS];
+    int64_t stride1[COSIM_MAX_DIMS];
+    int64_t stride2[COSIM_MAX_DIMS];
+    int32_t ndim;
+    int32_t _pad;
+} cosim_index;
+
+/* Cosine along one (possibly broadcast) dim. The output is `[outer..., inner]`, contiguous;
+ * `outer` indexes the dims before the innermost kept dim, `inner` is that innermost dim. */
+typedef struct cosim_along_params {
+    cosim_index outer;
+    int64_t outer_count;
+    int64_t inner;
+    int64_t inner_stride1;
+    int64_t inner_stride2;
+    int64_t reduce_len;
+    int64_t reduce_stride1;
+    int64_t reduce_stride2;
+    double eps;
+} cosim_along_params;
+
+/* Cosine of rows that are contiguous in both inputs: row r starts at the offsets that
+ * `rows` gives for r, and has `row_len` elements. With `splits` > 1 each row is cut into
+ * `splits` chunks of `chunk` elements whose partial sums are combined by a second kernel.
+ * For reweighting, `stride_y` gives the row offsets of the tensor being reweighted (one of
+ * the two inputs), and the weighted rows are written contiguously. */
+typedef struct cosim_rows_params {
+    cosim_index rows;
+    int64_t row_count;
+    int64_t row_len;
+    int64_t splits;
+    int64_t chunk;
+    double eps;
+    int32_t reweight_input; /* 1 or 2: which input is reweighted; 0: none */
+    int32_t _pad;
+} cosim_rows_params;
+
+#endif

@@ -1,0 +1,163 @@
+//! Executes a [`Plan`] on the CPU: rayon over output blocks, vectorisable inner loops.
+
+use super::sums::{self, Sums};
+use crate::element::{Accum, Element};
+use crate::plan::{offsets, Plan, Strategy};
+use rayon::prelude::*;
+
+/// Outputs computed together along a strided axis: their sums stay on the stack.
+const ALONG_BLOCK: usize = 256;
+/// Rows at least this long, when there are few of them, are split across threads.
+const SPLIT_ROW_MIN: usize = 1 << 15;
+/// Chunk of a split row that one task sums.
+const SPLIT_CHUNK: usize = 1 << 14;
+
+/// The similarity of every output vector, in the accumulator type, computed in parallel.
+fn for_each_block<T: Element>(plan: &Plan, x1: &[T], x2: &[T], out: &mut [T::Acc]) {
+    if out.is_empty() {
+        return;
+    }
+    let eps = T::Acc::from_f64(plan.eps);
+    let red = plan.reduce;
+    match plan.strategy() {
+        Strategy::Rows => {
+            let len = red.len;
+            let row = |r: usize| -> (&[T], &[T]) {
+                let (b1, b2) = offsets(&plan.outer, r);
+                (&x1[b1..b1 + len], &x2[b2..b2 + len])
+            };
+            let threads = rayon::current_num_threads();
+            if out.len() >= 4 * threads || len < SPLIT_ROW_MIN {
+                let min_len = (4096 / len.max(1)).max(1);
+                out.par_iter_mut()
+                    .enumerate()
+                    .with_min_len(min_len)
+                    .for_each(|(r, o)| {
+                        let (a, b) = row(r);
+                        *o = sums::contiguous(a, b).cosine(eps);
+                    });
+            } else {
+                for (r, o) in out.iter_mut().enumerate() {
+                    let (a, b) = row(r);
+                    let s = a
+                        .par_chunks(SPLIT_CHUNK)
+                        .zip(b.par_chunks(SPLIT_CHUNK))
+                        .map(|(ca, cb)| sums::contiguous(ca, cb))
+                        .reduce(|| Sums::ZERO, Sums::add);
+                    *o = s.cosine(eps);
+                }
+            }
+        }
+        Strategy::Along => {
+            let (rest, inner) = plan.split_inner();
+            out.par_chunks_mut(inner.len)
+                .enumerate()
+                .for_each(|(o, orow)| {
+                    let (b1, b2) = offsets(rest, o);
+                    orow.par_chunks_mut(ALONG_BLOCK)
+                        .enumerate()
+                        .for_each(|(blk, oblk)| {
+                            let i0 = blk * ALONG_BLOCK;
+                            along_block::<T>(
+                                x1,
+                                b1 + i0 * inner.stride1,
+                                x2,
+                                b2 + i0 * inner.stride2,
+                                (inner.stride1, inner.stride2),
+                                (red.len, red.stride1, red.stride2),
+                                eps,
+                                oblk,
+                            );
+                        });
+                });
+        }
+    }
+}
+
+/// Sums for `out.len()` consecutive outputs along the inner axis, walking the reduced axis
+/// in the outer loop so that unit-stride inputs are read contiguously.
+#[allow(clippy::too_many_arguments)]
+fn along_block<T: Element>(
+    x1: &[T],
+    b1: usize,
+    x2: &[T],
+    b2: usize,
+    (is1, is2): (usize, usize),
+    (len, rs1, rs2): (usize, usize, usize),
+    eps: T::Acc,
+    out: &mut [T::Acc],
+) {
+    let n = out.len();
+    let z = T::Acc::ZERO;
+    let (mut d, mut s1, mut s2) = ([z; ALONG_BLOCK], [z; ALONG_BLOCK], [z; ALONG_BLOCK]);
+    let (d, s1, s2) = (&mut d[..n], &mut s1[..n], &mut s2[..n]);
+    for k in 0..len {
+        let (p1, p2) = (b1 + k * rs1, b2 + k * rs2);
+        if is1 == 1 && is2 == 1 {
+            let (a, b) = (&x1[p1..p1 + n], &x2[p2..p2 + n]);
+            for i in 0..n {
+                let (x, y) = (a[i].to_acc(), b[i].to_acc());
+                d[i] = d[i] + x * y;
+                s1[i] = s1[i] + x * x;
+                s2[i] = s2[i] + y * y;
+            }
+        } else {
+            for i in 0..n {
+                let (x, y) = (x1[p1 + i * is1].to_acc(), x2[p2 + i * is2].to_acc());
+                d[i] = d[i] + x * y;
+                s1[i] = s1[i] + x * x;
+                s2[i] = s2[i] + y * y;
+            }
+        }
+    }
+    for i in 0..n {
+        out[i] = crate::cosine::finish(d[i], s1[i], s2[i], eps);
+    }
+}
+
+/// Similarities in the output type.
+pub fn similarity<T: Element>(plan: &Plan, x1: &[T], x2: &[T], out: &mut [T]) {
+    let mut acc = vec![T::Acc::ZERO; out.len()];
+    for_each_block(plan, x1, x2, &mut acc);
+    out.par_iter_mut()
+        .zip(acc.par_iter())
+        .with_min_len(4096)
+        .for_each(|(o, &a)| *o = T::from_acc(a));
+}
+
+/// Similarities, plus input `y` (1 or 2) scaled per output vector by its similarity: the
+/// weighted tensor has the broadcast shape, i.e. `[outputs, plan.reduce.len]` row-major.
+pub fn reweight<T: Element>(
+    plan: &Plan,
+    x1: &[T],
+    x2: &[T],
+    y: u8,
+    weighted: &mut [T],
+    sims: &mut [T],
+) {
+    let mut acc = vec![T::Acc::ZERO; sims.len()];
+    for_each_block(plan, x1, x2, &mut acc);
+    for (o, &a) in sims.iter_mut().zip(&acc) {
+        *o = T::from_acc(a);
+    }
+    let red = plan.reduce;
+    if red.len == 0 {
+        return;
+    }
+    let (src, stride) = if y == 1 {
+        (x1, red.stride1)
+    } else {
+        (x2, red.stride2)
+    };
+    weighted
+        .par_chunks_mut(red.len)
+        .enumerate()
+        .for_each(|(o, row)| {
+            let (b1, b2) = offsets(&plan.outer, o);
+            let base = if y == 1 { b1 } else { b2 };
+            let s = acc[o];
+            for (k, w) in row.iter_mut().enumerate() {
+                *w = T::from_acc(src[base + k * stride].to_acc() * s);
+            }
+        });
+}

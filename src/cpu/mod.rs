@@ -1,0 +1,170 @@
+//! The CPU backend: multithreaded (rayon, all cores) and vectorised. It is the fallback on
+//! machines without a GPU and the baseline the CUDA kernels are measured against. Each
+//! function has a twin of the same name on [`crate::cuda::Cuda`].
+
+mod exec;
+mod sums;
+
+use crate::element::Element;
+use crate::plan::{check_out_len, Plan};
+use crate::{Result, Reweighted, Similarity};
+
+/// `torch.nn.functional.cosine_similarity(x1, x2, dim, eps)` on row-major host buffers:
+/// broadcasts the shapes, reduces along `dim` (negative counts from the end), and returns the
+/// broadcast shape without `dim`.
+///
+/// # Errors
+/// If a buffer's length is not the product of its shape, the shapes do not broadcast, `dim`
+/// is out of range, or eps is negative or NaN.
+///
+/// ```
+/// // One value per pixel of a [1, 2, 2, 2] (N, C, H, W) pair.
+/// let x1 = [1.0f32, 0.0, 3.0, 1.0, 0.0, 1.0, 4.0, 1.0];
+/// let x2 = [1.0f32, 1.0, 3.0, -1.0, 0.0, 1.0, 4.0, 1.0];
+/// let s = cosim::cpu::cosine_similarity(&x1, &[1, 2, 2, 2], &x2, &[1, 2, 2, 2], 1, None)?;
+/// assert_eq!(s.shape, vec![1, 2, 2]);
+/// assert_eq!(s.values[0], 1.0);
+/// # Ok::<(), cosim::Error>(())
+/// ```
+pub fn cosine_similarity<T: Element>(
+    x1: &[T],
+    shape1: &[usize],
+    x2: &[T],
+    shape2: &[usize],
+    dim: isize,
+    eps: Option<f64>,
+) -> Result<Similarity<Vec<T>>> {
+    let plan = Plan::along(shape1, shape2, dim, eps)?;
+    run(plan, x1, shape1, x2, shape2)
+}
+
+/// [`cosine_similarity`] into a caller's buffer of the result's length; returns the shape.
+///
+/// # Errors
+/// As [`cosine_similarity`], and if `out` has the wrong length (then nothing is written).
+pub fn cosine_similarity_into<T: Element>(
+    out: &mut [T],
+    x1: &[T],
+    shape1: &[usize],
+    x2: &[T],
+    shape2: &[usize],
+    dim: isize,
+    eps: Option<f64>,
+) -> Result<Vec<usize>> {
+    let plan = Plan::along(shape1, shape2, dim, eps)?;
+    run_into(plan, out, x1, shape1, x2, shape2)
+}
+
+/// Per-channel cosine of flattened maps: dims `flatten_from..` of the broadcast shape form
+/// one vector, the result has shape `broadcast[..flatten_from]`. For NCHW maps,
+/// `flatten_from = 2` gives `[N, C]`, as `cosine_similarity(x.view(N, C, -1), y.view(N, C, -1), dim=2)`.
+///
+/// # Errors
+/// As [`cosine_similarity`]; also if `flatten_from` is not below the broadcast rank, or one
+/// input is broadcast along part (not all) of the flattened dims.
+pub fn channel_similarity<T: Element>(
+    x1: &[T],
+    shape1: &[usize],
+    x2: &[T],
+    shape2: &[usize],
+    flatten_from: usize,
+    eps: Option<f64>,
+) -> Result<Similarity<Vec<T>>> {
+    let plan = Plan::flattened(shape1, shape2, flatten_from, eps)?;
+    run(plan, x1, shape1, x2, shape2)
+}
+
+/// [`channel_similarity`] into a caller's buffer; returns the shape.
+///
+/// # Errors
+/// As [`channel_similarity`], and if `out` has the wrong length.
+pub fn channel_similarity_into<T: Element>(
+    out: &mut [T],
+    x1: &[T],
+    shape1: &[usize],
+    x2: &[T],
+    shape2: &[usize],
+    flatten_from: usize,
+    eps: Option<f64>,
+) -> Result<Vec<usize>> {
+    let plan = Plan::flattened(shape1, shape2, flatten_from, eps)?;
+    run_into(plan, out, x1, shape1, x2, shape2)
+}
+
+/// Reweights each channel of `y` by its similarity to the same channel of `x`:
+/// `weighted[n, c, …] = y[n, c, …] · cos(x[n, c, :], y[n, c, :])` with the maps flattened
+/// from `flatten_from`, the similarity taken before rounding to `T`. Returns the weighted
+/// tensor (broadcast shape) and the similarities (`broadcast[..flatten_from]`).
+///
+/// # Errors
+/// As [`channel_similarity`].
+pub fn reweight_channels<T: Element>(
+    x: &[T],
+    shape_x: &[usize],
+    y: &[T],
+    shape_y: &[usize],
+    flatten_from: usize,
+    eps: Option<f64>,
+) -> Result<Reweighted<Vec<T>>> {
+    let plan = Plan::flattened(shape_x, shape_y, flatten_from, eps)?;
+    plan.check_inputs(x.len(), y.len(), shape_x, shape_y)?;
+    let mut weighted = vec![T::default(); plan.out_len() * plan.reduce.len];
+    let mut sims = vec![T::default(); plan.out_len()];
+    exec::reweight(&plan, x, y, 2, &mut weighted, &mut sims);
+    Ok(Reweighted {
+        weighted_shape: plan.weighted_shape(),
+        weighted,
+        similarity: sims,
+        similarity_shape: plan.out_shape,
+    })
+}
+
+/// [`reweight_channels`] into caller buffers; returns the weighted and similarity shapes.
+///
+/// # Errors
+/// As [`reweight_channels`], and if an output has the wrong length (nothing is written).
+#[allow(clippy::too_many_arguments)]
+pub fn reweight_channels_into<T: Element>(
+    weighted: &mut [T],
+    similarity: &mut [T],
+    x: &[T],
+    shape_x: &[usize],
+    y: &[T],
+    shape_y: &[usize],
+    flatten_from: usize,
+    eps: Option<f64>,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let plan = Plan::flattened(shape_x, shape_y, flatten_from, eps)?;
+    plan.check_inputs(x.len(), y.len(), shape_x, shape_y)?;
+    let wshape = plan.weighted_shape();
+    check_out_len("weighted", weighted.len(), &wshape)?;
+    plan.check_out("similarity", similarity.len())?;
+    exec::reweight(&plan, x, y, 2, weighted, similarity);
+    Ok((wshape, plan.out_shape))
+}
+
+fn run<T: Element>(
+    plan: Plan,
+    x1: &[T],
+    shape1: &[usize],
+    x2: &[T],
+    shape2: &[usize],
+) -> Result<Similarity<Vec<T>>> {
+    let mut values = vec![T::default(); plan.out_len()];
+    let shape = run_into(plan, &mut values, x1, shape1, x2, shape2)?;
+    Ok(Similarity { values, shape })
+}
+
+fn run_into<T: Element>(
+    plan: Plan,
+    out: &mut [T],
+    x1: &[T],
+    shape1: &[usize],
+    x2: &[T],
+    shape2: &[usize],
+) -> Result<Vec<usize>> {
+    plan.check_inputs(x1.len(), x2.len(), shape1, shape2)?;
+    plan.check_out("out", out.len())?;
+    exec::similarity(&plan, x1, x2, out);
+    Ok(plan.out_shape)
+}

@@ -1,0 +1,138 @@
+//! Element types cosim accepts, and the precision each one accumulates in.
+
+use half::{bf16, f16};
+use std::ops::{Add, Div, Mul, Sub};
+
+/// A floating accumulator: f32 for f32/f16/bf16 inputs, f64 for f64 inputs.
+pub trait Accum:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + 'static
+{
+    const ZERO: Self;
+    const ONE: Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn sqrt(self) -> Self;
+    /// The larger of two values; a NaN `self` yields `other`, as CUDA's `fmaxf` does.
+    fn max(self, other: Self) -> Self;
+}
+
+impl Accum for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+    fn max(self, other: Self) -> Self {
+        f32::max(self, other)
+    }
+}
+
+impl Accum for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    fn max(self, other: Self) -> Self {
+        f64::max(self, other)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// An input/output element type: f32, f64, f16 or bf16.
+pub trait Element:
+    Copy + Send + Sync + Default + PartialEq + std::fmt::Debug + sealed::Sealed + 'static
+{
+    /// What sums are accumulated in (SPEC §2: f32 for half types and f32, f64 for f64).
+    type Acc: Accum;
+    /// Short name, also the suffix of the CUDA kernels for this type.
+    const NAME: &'static str;
+    fn to_acc(self) -> Self::Acc;
+    fn from_acc(v: Self::Acc) -> Self;
+    /// Conversion for tests and references.
+    fn to_f64(self) -> f64 {
+        self.to_acc().to_f64()
+    }
+    fn from_f64(v: f64) -> Self {
+        Self::from_acc(Self::Acc::from_f64(v))
+    }
+}
+
+impl Element for f32 {
+    type Acc = f32;
+    const NAME: &'static str = "f32";
+    #[inline(always)]
+    fn to_acc(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn from_acc(v: f32) -> Self {
+        v
+    }
+}
+
+impl Element for f64 {
+    type Acc = f64;
+    const NAME: &'static str = "f64";
+    #[inline(always)]
+    fn to_acc(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_acc(v: f64) -> Self {
+        v
+    }
+}
+
+impl Element for f16 {
+    type Acc = f32;
+    const NAME: &'static str = "f16";
+    #[inline(always)]
+    fn to_acc(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn from_acc(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+}
+
+impl Element for bf16 {
+    type Acc = f32;
+    const NAME: &'static str = "bf16";
+    #[inline(always)]
+    fn to_acc(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn from_acc(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+}

@@ -1,0 +1,91 @@
+//! The library's error type: every way a call can fail, each with a message that names the
+//! offending values, so that a caller can show it as is.
+
+use crate::plan::MAX_DIMS;
+
+/// Why a cosim call refused or failed. Nothing is written to an output when one is returned
+/// for a validation error (every variant above [`Error::NoDriver`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The two input shapes do not broadcast against each other.
+    #[error("shapes {shape1:?} and {shape2:?} do not broadcast: at dim {dim} (of the broadcast rank {rank}) the sizes are {size1} and {size2}")]
+    Broadcast {
+        shape1: Vec<usize>,
+        shape2: Vec<usize>,
+        dim: usize,
+        rank: usize,
+        size1: usize,
+        size2: usize,
+    },
+    /// `dim` is outside `-rank..rank` of the broadcast shape.
+    #[error("dim {dim} is out of range for the broadcast shape {shape:?} (expected {lo}..={hi})", lo = -(*rank as isize).max(1), hi = (*rank as isize).max(1) - 1)]
+    DimOutOfRange {
+        dim: isize,
+        rank: usize,
+        shape: Vec<usize>,
+    },
+    /// `flatten_from` does not leave a dim to keep and a dim to flatten.
+    #[error("flatten_from {from} is out of range for the broadcast shape {shape:?} (expected 0..{rank})", rank = shape.len())]
+    FlattenOutOfRange { from: usize, shape: Vec<usize> },
+    /// One input is broadcast along some, but not all, of the flattened dims, so its flattened
+    /// vector has no single stride.
+    #[error("input {input} (shape {shape:?}) is broadcast along part of the flattened dims {from}.. of {broadcast:?}; broadcast all of them or none")]
+    PartialFlattenBroadcast {
+        input: u8,
+        shape: Vec<usize>,
+        broadcast: Vec<usize>,
+        from: usize,
+    },
+    /// A shape has more dims than the kernels index.
+    #[error("shape {shape:?} has rank {rank}, more than the supported {MAX_DIMS}", rank = shape.len())]
+    RankTooLarge { shape: Vec<usize> },
+    /// The element count of a shape does not fit in memory addresses.
+    #[error("shape {shape:?} has more elements than fit in usize")]
+    SizeOverflow { shape: Vec<usize> },
+    /// A buffer's length does not match the product of the shape it came with.
+    #[error("{what} has {len} elements but its shape {shape:?} holds {expected}")]
+    LenMismatch {
+        what: &'static str,
+        len: usize,
+        shape: Vec<usize>,
+        expected: usize,
+    },
+    /// An output buffer passed to an `_into` function has the wrong length.
+    #[error("{what} has {len} elements but the result has shape {shape:?} ({expected} elements)")]
+    OutLenMismatch {
+        what: &'static str,
+        len: usize,
+        shape: Vec<usize>,
+        expected: usize,
+    },
+    /// eps must be a number ≥ 0.
+    #[error("eps must be >= 0 and not NaN, got {0}")]
+    BadEps(f64),
+    /// libcuda could not be loaded: no NVIDIA driver on this machine.
+    #[error("no CUDA driver found (libcuda.so could not be loaded); use the CPU backend (cosim::cpu) on this machine")]
+    NoDriver,
+    /// The driver is there but the device is not.
+    #[error("CUDA device {ordinal} is not available ({count} device(s) found)")]
+    NoDevice { ordinal: usize, count: usize },
+    /// The crate was built without nvcc, so it holds no kernels.
+    #[error("cosim was built without its CUDA kernels because nvcc was not found at build time; install nvcc (scripts/install-nvcc.sh prints a path) and rebuild with NVCC=/path/to/nvcc")]
+    KernelsNotBuilt,
+    /// A device buffer lives in another CUDA context than the handle.
+    #[error("{what} belongs to CUDA device {buffer} but the handle runs on device {handle}")]
+    WrongDevice {
+        what: &'static str,
+        buffer: usize,
+        handle: usize,
+    },
+    /// The device ran out of memory for an output or a scratch buffer.
+    #[error("CUDA device out of memory while allocating {bytes} bytes for {what}")]
+    OutOfMemory { what: &'static str, bytes: usize },
+    /// Any other failure reported by the CUDA driver.
+    #[cfg(feature = "cuda")]
+    #[error("CUDA driver error: {0}")]
+    Driver(#[from] cudarc::driver::DriverError),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
