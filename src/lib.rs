@@ -23,6 +23,8 @@
 
 pub mod cosine;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod element;
 mod error;
 pub mod plan;

@@ -155,7 +155,8 @@ pub fn reweight<T: Element>(
         .for_each(|(o, row)| {
             let (b1, b2) = offsets(&plan.outer, o);
             let base = if y == 1 { b1 } else { b2 };
-            let s = acc[o];
+            // The returned (rounded) similarity, so that weighted == y · sim holds exactly.
+            let s = T::from_acc(acc[o]).to_acc();
             for (k, w) in row.iter_mut().enumerate() {
                 *w = T::from_acc(src[base + k * stride].to_acc() * s);
             }

@@ -93,7 +93,8 @@ pub fn channel_similarity_into<T: Element>(
 
 /// Reweights each channel of `y` by its similarity to the same channel of `x`:
 /// `weighted[n, c, …] = y[n, c, …] · cos(x[n, c, :], y[n, c, :])` with the maps flattened
-/// from `flatten_from`, the similarity taken before rounding to `T`. Returns the weighted
+/// from `flatten_from`, using the similarity as returned (rounded to `T`), so that the weighted
+/// tensor is exactly `y · sim` elementwise in `T`'s arithmetic. Returns the weighted
 /// tensor (broadcast shape) and the similarities (`broadcast[..flatten_from]`).
 ///
 /// # Errors

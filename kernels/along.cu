@@ -1,0 +1,81 @@
+// Cosine along a strided (possibly broadcast) axis: one thread computes V adjacent outputs
+// of the innermost kept axis, so a warp reads 32·V consecutive elements of each input per
+// step of the reduced axis (coalesced, 16-byte loads when V > 1).
+
+#include "common.cuh"
+
+namespace cosim {
+
+// Inner-axis access: MODE_SCALAR uses the general strides (V = 1); the vector modes need
+// inner strides (1, 1), (0, 1) or (1, 0): a 0 means that input is the same for the V outputs.
+enum Mode { MODE_SCALAR = 0, MODE_VEC = 1, MODE_VEC_BCAST1 = 2, MODE_VEC_BCAST2 = 3 };
+
+template <typename T, int V, int MODE>
+__device__ __forceinline__ void along(const cosim_along_params& p, const T* __restrict__ x1,
+                                      const T* __restrict__ x2, T* __restrict__ out) {
+    using A = acc_t<T>;
+    const int64_t inner_v = p.inner / V;
+    const int64_t total = p.outer_count * inner_v;
+    const A eps = (A)p.eps;
+    const int64_t step = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += step) {
+        int64_t o, iv;
+        if (total <= 0xffffffffll) {
+            o = (uint32_t)t / (uint32_t)inner_v;
+            iv = (uint32_t)t - (uint32_t)o * (uint32_t)inner_v;
+        } else {
+            o = t / inner_v;
+            iv = t - o * inner_v;
+        }
+        int64_t off1, off2;
+        outer_offsets(p.outer, o, off1, off2);
+        const int64_t i = iv * V;
+        const T* a = x1 + off1 + i * p.inner_stride1;
+        const T* b = x2 + off2 + i * p.inner_stride2;
+        Sums<A> s[V];
+#pragma unroll
+        for (int j = 0; j < V; ++j) s[j] = Sums<A>::zero();
+#pragma unroll 4
+        for (int64_t k = 0; k < p.reduce_len; ++k) {
+            if constexpr (MODE == MODE_SCALAR) {
+                s[0].add(to_acc(a[0]), to_acc(b[0]));
+            } else {
+                const Pack<T, V> va = MODE == MODE_VEC_BCAST1 ? splat<T, V>(a) : load_pack<T, V>(a);
+                const Pack<T, V> vb = MODE == MODE_VEC_BCAST2 ? splat<T, V>(b) : load_pack<T, V>(b);
+#pragma unroll
+                for (int j = 0; j < V; ++j) s[j].add(to_acc(va.v[j]), to_acc(vb.v[j]));
+            }
+            a += p.reduce_stride1;
+            b += p.reduce_stride2;
+        }
+        Pack<T, V> r;
+#pragma unroll
+        for (int j = 0; j < V; ++j) r.v[j] = from_acc<T>(finish(s[j], eps));
+        store_pack<T, V>(out + o * p.inner + i, r);
+    }
+}
+
+}  // namespace cosim
+
+#define COSIM_ALONG(NAME, T)                                                                     \
+    extern "C" __global__ void cosim_along_##NAME##_s(cosim_along_params p, const T* x1,         \
+                                                      const T* x2, T* out) {                     \
+        cosim::along<T, 1, cosim::MODE_SCALAR>(p, x1, x2, out);                                 \
+    }                                                                                            \
+    extern "C" __global__ void cosim_along_##NAME##_v(cosim_along_params p, const T* x1,         \
+                                                      const T* x2, T* out) {                     \
+        cosim::along<T, cosim::vec_width<T>(), cosim::MODE_VEC>(p, x1, x2, out);                \
+    }                                                                                            \
+    extern "C" __global__ void cosim_along_##NAME##_vb1(cosim_along_params p, const T* x1,       \
+                                                        const T* x2, T* out) {                   \
+        cosim::along<T, cosim::vec_width<T>(), cosim::MODE_VEC_BCAST1>(p, x1, x2, out);         \
+    }                                                                                            \
+    extern "C" __global__ void cosim_along_##NAME##_vb2(cosim_along_params p, const T* x1,       \
+                                                        const T* x2, T* out) {                   \
+        cosim::along<T, cosim::vec_width<T>(), cosim::MODE_VEC_BCAST2>(p, x1, x2, out);         \
+    }
+
+COSIM_ALONG(f32, float)
+COSIM_ALONG(f64, double)
+COSIM_ALONG(f16, __half)
+COSIM_ALONG(bf16, __nv_bfloat16)

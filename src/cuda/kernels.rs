@@ -1,0 +1,91 @@
+//! The embedded kernel fatbins and the per-context module cache: each module is loaded once
+//! per CUDA context, and each function looked up once.
+
+use crate::error::{Error, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+/// Kernel families, each one fatbin compiled from `kernels/<family>.cu` by build.rs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Along,
+    Rows,
+}
+
+#[cfg(cosim_kernels)]
+fn image(family: Family) -> Option<&'static [u8]> {
+    Some(match family {
+        Family::Along => include_bytes!(concat!(env!("OUT_DIR"), "/along.fatbin")),
+        Family::Rows => include_bytes!(concat!(env!("OUT_DIR"), "/rows.fatbin")),
+    })
+}
+
+#[cfg(not(cosim_kernels))]
+fn image(_family: Family) -> Option<&'static [u8]> {
+    None
+}
+
+/// Whether this build holds the kernels (nvcc was found at build time).
+pub fn built() -> bool {
+    cfg!(cosim_kernels)
+}
+
+/// The nvcc that built the kernels, and the architectures they target.
+pub fn build_info() -> Option<(&'static str, &'static str)> {
+    #[cfg(cosim_kernels)]
+    {
+        Some((env!("COSIM_NVCC"), env!("COSIM_ARCHS")))
+    }
+    #[cfg(not(cosim_kernels))]
+    {
+        None
+    }
+}
+
+/// The loaded modules of one context, and the functions looked up so far.
+pub struct Kernels {
+    modules: HashMap<Family, Arc<CudaModule>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+}
+
+impl Kernels {
+    /// The kernels of `ctx`, loading the modules on first use in that context.
+    pub fn for_context(ctx: &Arc<CudaContext>) -> Result<Arc<Kernels>> {
+        type Cache = Mutex<Vec<(Weak<CudaContext>, Arc<Kernels>)>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let mut entries = cache.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|(c, _)| c.strong_count() > 0);
+        if let Some((_, k)) = entries
+            .iter()
+            .find(|(c, _)| c.upgrade().is_some_and(|c| Arc::ptr_eq(&c, ctx)))
+        {
+            return Ok(k.clone());
+        }
+        let mut modules = HashMap::new();
+        for family in [Family::Along, Family::Rows] {
+            let bytes = image(family).ok_or(Error::KernelsNotBuilt)?;
+            let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()))?;
+            modules.insert(family, module);
+        }
+        let k = Arc::new(Kernels {
+            modules,
+            functions: Mutex::new(HashMap::new()),
+        });
+        entries.push((Arc::downgrade(ctx), k.clone()));
+        Ok(k)
+    }
+
+    /// The kernel `name` of `family`.
+    pub fn function(&self, family: Family, name: &str) -> Result<CudaFunction> {
+        let mut functions = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = functions.get(name) {
+            return Ok(f.clone());
+        }
+        let module = self.modules.get(&family).ok_or(Error::KernelsNotBuilt)?;
+        let f = module.load_function(name)?;
+        functions.insert(name.to_owned(), f.clone());
+        Ok(f)
+    }
+}

@@ -1,0 +1,541 @@
+//! The CUDA backend: hand-written kernels (`kernels/*.cu`) launched through cudarc on a
+//! stream the caller chooses. Functions mirror [`crate::cpu`] by name; inputs and outputs are
+//! device buffers (`CudaSlice`/`CudaView`), and no host round trip or extra copy happens.
+//! The only device memory allocated besides outputs is a few KiB of partial sums when a few
+//! long rows are split across SMs ([`Cuda::scratch_bytes`] says how much).
+//!
+//! Every call is asynchronous on the handle's stream, like cudarc's own operations.
+
+mod kernels;
+mod launch;
+#[rustfmt::skip]
+#[allow(non_camel_case_types, non_upper_case_globals, dead_code, clippy::all)]
+mod params;
+
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::plan::{check_out_len, Plan};
+use crate::{Reweighted, Similarity};
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, DeviceSlice,
+    DriverError, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
+use kernels::{Family, Kernels};
+use launch::{plan_launch, Buffers, Launch, BLOCK};
+use std::sync::Arc;
+
+pub use kernels::{build_info, built as kernels_built};
+
+// SAFETY: both are `#[repr(C)]` structs of plain integers and floats, mirrored by bindgen from
+// kernels/params.h (layout asserted at compile time there), passed to kernels by value.
+unsafe impl DeviceRepr for params::cosim_along_params {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for params::cosim_rows_params {}
+
+/// Element types the CUDA kernels are built for: f32, f64, f16, bf16.
+pub trait CudaElement: Element + DeviceRepr + ValidAsZeroBits {}
+impl<T: Element + DeviceRepr + ValidAsZeroBits> CudaElement for T {}
+
+/// A CUDA device, its stream, and the kernels loaded into its context.
+#[derive(Clone)]
+pub struct Cuda {
+    stream: Arc<CudaStream>,
+    kernels: Arc<Kernels>,
+    sms: usize,
+}
+
+impl std::fmt::Debug for Cuda {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cuda")
+            .field("ordinal", &self.stream.context().ordinal())
+            .field("sms", &self.sms)
+            .finish()
+    }
+}
+
+/// Whether libcuda can be loaded on this machine. cudarc panics on first use without it, so
+/// every entry point checks this first.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda by its usual names and closes it again.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Number of CUDA devices, or why there are none to use.
+pub fn device_count() -> Result<usize> {
+    if !driver_present() {
+        return Err(Error::NoDriver);
+    }
+    Ok(CudaContext::device_count()?.max(0) as usize)
+}
+
+fn oom(what: &'static str, bytes: usize) -> impl Fn(DriverError) -> Error {
+    move |e| {
+        if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            Error::OutOfMemory { what, bytes }
+        } else {
+            Error::Driver(e)
+        }
+    }
+}
+
+impl Cuda {
+    /// Opens device `ordinal` on its default stream and loads the kernels (once per context).
+    ///
+    /// # Errors
+    /// [`Error::NoDriver`], [`Error::NoDevice`], [`Error::KernelsNotBuilt`], or a driver error.
+    pub fn new(ordinal: usize) -> Result<Cuda> {
+        let count = device_count()?;
+        if ordinal >= count {
+            return Err(Error::NoDevice { ordinal, count });
+        }
+        if !kernels::built() {
+            return Err(Error::KernelsNotBuilt);
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        Cuda::with_stream(ctx.default_stream())
+    }
+
+    /// A handle that runs its work on `stream` (for example one shared with candle or with
+    /// the caller's other work).
+    ///
+    /// # Errors
+    /// [`Error::KernelsNotBuilt`] or a driver error while loading the modules.
+    pub fn with_stream(stream: Arc<CudaStream>) -> Result<Cuda> {
+        let ctx = stream.context();
+        let kernels = Kernels::for_context(ctx)?;
+        let sms = ctx.attribute(
+            cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        )?;
+        Ok(Cuda {
+            stream,
+            kernels,
+            sms: sms.max(1) as usize,
+        })
+    }
+
+    /// The stream all work of this handle is queued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The device's name and compute capability.
+    pub fn describe(&self) -> Result<String> {
+        let ctx = self.stream.context();
+        let (major, minor) = ctx.compute_capability()?;
+        Ok(format!(
+            "{} (sm_{major}{minor}, {} SMs)",
+            ctx.name()?,
+            self.sms
+        ))
+    }
+
+    /// Copies a host slice to a new device buffer on this handle's stream.
+    pub fn upload<T: CudaElement>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+        if host.is_empty() {
+            return Ok(self.stream.null()?);
+        }
+        Ok(self.stream.clone_htod(host)?)
+    }
+
+    /// Copies a device buffer back to the host (waits for the stream).
+    pub fn download<T: CudaElement>(&self, dev: &impl DevicePtr<T>) -> Result<Vec<T>> {
+        if dev.len() == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.stream.clone_dtoh(dev)?)
+    }
+
+    /// Device memory the computation of `plan` would allocate besides its outputs.
+    pub fn scratch_bytes<T: CudaElement>(&self, plan: &Plan) -> usize {
+        let b = Buffers {
+            elem_bytes: std::mem::size_of::<T>(),
+            x1_aligned: true,
+            x2_aligned: true,
+            out_aligned: true,
+            reweight: None,
+        };
+        plan_launch(plan, b, self.sms).scratch_bytes(std::mem::size_of::<T::Acc>())
+    }
+
+    /// `cosine_similarity(x1, x2, dim, eps)` on device buffers; see
+    /// [`crate::cpu::cosine_similarity`] for the semantics. Returns a new device buffer.
+    ///
+    /// # Errors
+    /// As the CPU version; also [`Error::WrongDevice`], [`Error::OutOfMemory`], driver errors.
+    pub fn cosine_similarity<T: CudaElement>(
+        &self,
+        x1: &impl DevicePtr<T>,
+        shape1: &[usize],
+        x2: &impl DevicePtr<T>,
+        shape2: &[usize],
+        dim: isize,
+        eps: Option<f64>,
+    ) -> Result<Similarity<CudaSlice<T>>> {
+        let plan = Plan::along(shape1, shape2, dim, eps)?;
+        self.run(plan, x1, shape1, x2, shape2)
+    }
+
+    /// [`Cuda::cosine_similarity`] into a caller's device buffer; returns the result's shape.
+    ///
+    /// # Errors
+    /// As [`Cuda::cosine_similarity`], and if `out` has the wrong length (nothing is written).
+    #[allow(clippy::too_many_arguments)]
+    pub fn cosine_similarity_into<T: CudaElement>(
+        &self,
+        out: &mut impl DevicePtrMut<T>,
+        x1: &impl DevicePtr<T>,
+        shape1: &[usize],
+        x2: &impl DevicePtr<T>,
+        shape2: &[usize],
+        dim: isize,
+        eps: Option<f64>,
+    ) -> Result<Vec<usize>> {
+        let plan = Plan::along(shape1, shape2, dim, eps)?;
+        self.run_into(plan, out, x1, shape1, x2, shape2)
+    }
+
+    /// Per-channel cosine of flattened maps; see [`crate::cpu::channel_similarity`].
+    ///
+    /// # Errors
+    /// As the CPU version; also device errors as [`Cuda::cosine_similarity`].
+    pub fn channel_similarity<T: CudaElement>(
+        &self,
+        x1: &impl DevicePtr<T>,
+        shape1: &[usize],
+        x2: &impl DevicePtr<T>,
+        shape2: &[usize],
+        flatten_from: usize,
+        eps: Option<f64>,
+    ) -> Result<Similarity<CudaSlice<T>>> {
+        let plan = Plan::flattened(shape1, shape2, flatten_from, eps)?;
+        self.run(plan, x1, shape1, x2, shape2)
+    }
+
+    /// [`Cuda::channel_similarity`] into a caller's device buffer; returns the shape.
+    ///
+    /// # Errors
+    /// As [`Cuda::channel_similarity`], and if `out` has the wrong length.
+    #[allow(clippy::too_many_arguments)]
+    pub fn channel_similarity_into<T: CudaElement>(
+        &self,
+        out: &mut impl DevicePtrMut<T>,
+        x1: &impl DevicePtr<T>,
+        shape1: &[usize],
+        x2: &impl DevicePtr<T>,
+        shape2: &[usize],
+        flatten_from: usize,
+        eps: Option<f64>,
+    ) -> Result<Vec<usize>> {
+        let plan = Plan::flattened(shape1, shape2, flatten_from, eps)?;
+        self.run_into(plan, out, x1, shape1, x2, shape2)
+    }
+
+    /// Reweights each channel of `y` by its similarity to the same channel of `x`; see
+    /// [`crate::cpu::reweight_channels`]. For contiguous channels the similarity and the
+    /// weighted tensor come from one kernel: x and y are read once from DRAM, y's second read
+    /// mostly hits L2.
+    ///
+    /// # Errors
+    /// As the CPU version; also device errors as [`Cuda::cosine_similarity`].
+    pub fn reweight_channels<T: CudaElement>(
+        &self,
+        x: &impl DevicePtr<T>,
+        shape_x: &[usize],
+        y: &impl DevicePtr<T>,
+        shape_y: &[usize],
+        flatten_from: usize,
+        eps: Option<f64>,
+    ) -> Result<Reweighted<CudaSlice<T>>> {
+        let plan = Plan::flattened(shape_x, shape_y, flatten_from, eps)?;
+        plan.check_inputs(x.len(), y.len(), shape_x, shape_y)?;
+        let mut weighted =
+            self.alloc::<T>(plan.out_len() * plan.reduce.len, "the weighted tensor")?;
+        let mut sims = self.alloc::<T>(plan.out_len(), "the similarities")?;
+        let (weighted_shape, similarity_shape) =
+            self.reweight_inner(&plan, &mut weighted, &mut sims, x, y)?;
+        Ok(Reweighted {
+            weighted,
+            weighted_shape,
+            similarity: sims,
+            similarity_shape,
+        })
+    }
+
+    /// [`Cuda::reweight_channels`] into caller buffers; returns (weighted shape, similarity shape).
+    ///
+    /// # Errors
+    /// As [`Cuda::reweight_channels`], and if an output has the wrong length.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reweight_channels_into<T: CudaElement>(
+        &self,
+        weighted: &mut impl DevicePtrMut<T>,
+        similarity: &mut impl DevicePtrMut<T>,
+        x: &impl DevicePtr<T>,
+        shape_x: &[usize],
+        y: &impl DevicePtr<T>,
+        shape_y: &[usize],
+        flatten_from: usize,
+        eps: Option<f64>,
+    ) -> Result<(Vec<usize>, Vec<usize>)> {
+        let plan = Plan::flattened(shape_x, shape_y, flatten_from, eps)?;
+        plan.check_inputs(x.len(), y.len(), shape_x, shape_y)?;
+        self.reweight_inner(&plan, weighted, similarity, x, y)
+    }
+
+    fn alloc<T: DeviceRepr>(&self, len: usize, what: &'static str) -> Result<CudaSlice<T>> {
+        if len == 0 {
+            return Ok(self.stream.null()?);
+        }
+        // SAFETY: every element of the buffer is written by the kernel that it is passed to
+        // before anyone can read it (the launches cover all outputs).
+        unsafe { self.stream.alloc::<T>(len) }.map_err(oom(what, len * std::mem::size_of::<T>()))
+    }
+
+    fn check_device<T>(&self, what: &'static str, buf: &impl DeviceSlice<T>) -> Result<()> {
+        let (mine, theirs) = (self.stream.context(), buf.stream().context());
+        if mine.cu_ctx() != theirs.cu_ctx() {
+            return Err(Error::WrongDevice {
+                what,
+                buffer: theirs.ordinal(),
+                handle: mine.ordinal(),
+            });
+        }
+        Ok(())
+    }
+
+    fn run<T: CudaElement>(
+        &self,
+        plan: Plan,
+        x1: &impl DevicePtr<T>,
+        shape1: &[usize],
+        x2: &impl DevicePtr<T>,
+        shape2: &[usize],
+    ) -> Result<Similarity<CudaSlice<T>>> {
+        plan.check_inputs(x1.len(), x2.len(), shape1, shape2)?;
+        let mut values = self.alloc::<T>(plan.out_len(), "the result")?;
+        let shape = self.run_into(plan, &mut values, x1, shape1, x2, shape2)?;
+        Ok(Similarity { values, shape })
+    }
+
+    fn run_into<T: CudaElement>(
+        &self,
+        plan: Plan,
+        out: &mut impl DevicePtrMut<T>,
+        x1: &impl DevicePtr<T>,
+        shape1: &[usize],
+        x2: &impl DevicePtr<T>,
+        shape2: &[usize],
+    ) -> Result<Vec<usize>> {
+        plan.check_inputs(x1.len(), x2.len(), shape1, shape2)?;
+        plan.check_out("out", out.len())?;
+        self.check_device("x1", x1)?;
+        self.check_device("x2", x2)?;
+        self.check_device("out", out)?;
+        if plan.out_len() > 0 {
+            self.launch(&plan, out, x1, x2, None::<&mut CudaSlice<T>>)?;
+        }
+        Ok(plan.out_shape)
+    }
+
+    fn reweight_inner<T: CudaElement>(
+        &self,
+        plan: &Plan,
+        weighted: &mut impl DevicePtrMut<T>,
+        sims: &mut impl DevicePtrMut<T>,
+        x: &impl DevicePtr<T>,
+        y: &impl DevicePtr<T>,
+    ) -> Result<(Vec<usize>, Vec<usize>)> {
+        let wshape = plan.weighted_shape();
+        check_out_len("weighted", weighted.len(), &wshape)?;
+        plan.check_out("similarity", sims.len())?;
+        self.check_device("x", x)?;
+        self.check_device("y", y)?;
+        self.check_device("weighted", weighted)?;
+        self.check_device("similarity", sims)?;
+        if plan.out_len() > 0 {
+            self.launch(plan, sims, x, y, Some(weighted))?;
+        }
+        Ok((wshape, plan.out_shape.clone()))
+    }
+
+    /// Queues the kernels of `plan`; with `weighted`, also writes input 2 scaled per output.
+    fn launch<T: CudaElement, W: DevicePtrMut<T>>(
+        &self,
+        plan: &Plan,
+        out: &mut impl DevicePtrMut<T>,
+        x1: &impl DevicePtr<T>,
+        x2: &impl DevicePtr<T>,
+        weighted: Option<&mut W>,
+    ) -> Result<()> {
+        let s = &self.stream;
+        let (p1, _g1) = x1.device_ptr(s);
+        let (p2, _g2) = x2.device_ptr(s);
+        let (po, _go) = out.device_ptr_mut(s);
+        let (pw, _gw) = match weighted {
+            Some(w) => {
+                let (p, g) = w.device_ptr_mut(s);
+                (p, Some(g))
+            }
+            None => (0, None),
+        };
+        let aligned = |p: u64| p % 16 == 0;
+        let buf = Buffers {
+            elem_bytes: std::mem::size_of::<T>(),
+            x1_aligned: aligned(p1),
+            x2_aligned: aligned(p2),
+            out_aligned: aligned(po),
+            reweight: _gw.as_ref().map(|_| (2, aligned(pw))),
+        };
+        let cfg = |grid: u32| LaunchConfig {
+            grid_dim: (grid, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let ty = T::NAME;
+        // Reweighting still to do after the similarity kernels, with the input's vector stride.
+        let mut scale_after: Option<(params::cosim_rows_params, i64)> = None;
+        let launch = plan_launch(plan, buf, self.sms);
+        let scratch = launch.scratch_bytes(std::mem::size_of::<T::Acc>());
+        match launch {
+            Launch::Along {
+                name_suffix,
+                grid,
+                params,
+            } => {
+                let f = self
+                    .kernels
+                    .function(Family::Along, &format!("cosim_along_{ty}_{name_suffix}"))?;
+                // SAFETY: the signature is (cosim_along_params, const T*, const T*, T*); the
+                // plan was validated against both input lengths and the output length, and
+                // the kernel reads and writes only inside them.
+                unsafe {
+                    s.launch_builder(&f)
+                        .arg(&params)
+                        .arg(&p1)
+                        .arg(&p2)
+                        .arg(&po)
+                        .launch(cfg(grid))
+                }?;
+                if pw != 0 {
+                    scale_after = Some((rows_params_for_scale(plan), plan.reduce.stride2 as i64));
+                }
+            }
+            Launch::Rows {
+                kind,
+                vector,
+                grid,
+                params,
+            } => {
+                let v = if vector { "v" } else { "s" };
+                if kind == "block" {
+                    let partials = if params.splits > 1 {
+                        Some(self.alloc::<u8>(scratch, "split-row partial sums")?)
+                    } else {
+                        None
+                    };
+                    let (pp, _gp) = match &partials {
+                        Some(b) => {
+                            let (p, g) = b.device_ptr(s);
+                            (p, Some(g))
+                        }
+                        None => (0, None),
+                    };
+                    let f = self
+                        .kernels
+                        .function(Family::Rows, &format!("cosim_rows_block_{ty}_{v}"))?;
+                    // SAFETY: signature (cosim_rows_params, const T*, const T*, T*, T*, acc*);
+                    // rows and lengths come from the validated plan; `weighted` is only
+                    // touched when reweight_input != 0 and splits == 1, in which case it
+                    // holds row_count·row_len elements; `partials` holds 3·rows·splits
+                    // accumulators whenever splits > 1.
+                    unsafe {
+                        s.launch_builder(&f)
+                            .arg(&params)
+                            .arg(&p1)
+                            .arg(&p2)
+                            .arg(&po)
+                            .arg(&pw)
+                            .arg(&pp)
+                            .launch(cfg(grid))
+                    }?;
+                    if params.splits > 1 {
+                        let f = self
+                            .kernels
+                            .function(Family::Rows, &format!("cosim_rows_finish_{ty}"))?;
+                        let warps = params.row_count as usize;
+                        let grid = (warps * 32).div_ceil(BLOCK as usize).min(65_535) as u32;
+                        // SAFETY: signature (cosim_rows_params, const acc*, T*); reads the
+                        // partials written above (same stream) and writes row_count outputs.
+                        unsafe {
+                            s.launch_builder(&f)
+                                .arg(&params)
+                                .arg(&pp)
+                                .arg(&po)
+                                .launch(cfg(grid))
+                        }?;
+                        if pw != 0 {
+                            scale_after = Some((params, 1));
+                        }
+                    }
+                } else {
+                    let f = self
+                        .kernels
+                        .function(Family::Rows, &format!("cosim_rows_{kind}_{ty}_{v}"))?;
+                    // SAFETY: signature (cosim_rows_params, const T*, const T*, T*, T*); as for
+                    // the block kernel, with `weighted` written only when reweighting.
+                    unsafe {
+                        s.launch_builder(&f)
+                            .arg(&params)
+                            .arg(&p1)
+                            .arg(&p2)
+                            .arg(&po)
+                            .arg(&pw)
+                            .launch(cfg(grid))
+                    }?;
+                }
+            }
+        }
+        if let Some((mut params, y_stride)) = scale_after {
+            params.reweight_input = 2;
+            let f = self
+                .kernels
+                .function(Family::Rows, &format!("cosim_scale_{ty}"))?;
+            let total = (params.row_count * params.row_len) as usize;
+            let grid = total.div_ceil(BLOCK as usize).clamp(1, self.sms * 32) as u32;
+            // SAFETY: signature (cosim_rows_params, int64, const T*, const T*, const T*, T*);
+            // reads input 2 at the plan's offsets and the similarities just written, writes
+            // row_count·row_len weighted elements.
+            unsafe {
+                s.launch_builder(&f)
+                    .arg(&params)
+                    .arg(&y_stride)
+                    .arg(&p1)
+                    .arg(&p2)
+                    .arg(&po)
+                    .arg(&pw)
+                    .launch(cfg(grid))
+            }?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows parameters that let the scale kernel walk the plan's outputs.
+fn rows_params_for_scale(plan: &Plan) -> params::cosim_rows_params {
+    let mut p = params::cosim_rows_params {
+        row_count: plan.out_len() as i64,
+        row_len: plan.reduce.len as i64,
+        splits: 1,
+        chunk: plan.reduce.len as i64,
+        eps: plan.eps,
+        reweight_input: 2,
+        ..Default::default()
+    };
+    p.rows.ndim = plan.outer.len() as i32;
+    for (d, a) in plan.outer.iter().enumerate() {
+        p.rows.size[d] = a.len as i64;
+        p.rows.stride1[d] = a.stride1 as i64;
+        p.rows.stride2[d] = a.stride2 as i64;
+    }
+    p
+}
