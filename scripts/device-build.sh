@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Here (no GPU needed): builds the release test binaries and the benchmark binary with the
+# kernels, and copies them to device-bin/ (ignored by git, carried to the device machine).
+# Then run on the device, in one call:
+#   run(command="bash scripts/device-run.sh", carry=["device-bin"], timeout_s=540)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NVCC=${NVCC:-$(scripts/install-nvcc.sh)}
+export NVCC COSIM_REQUIRE_KERNELS=1
+rm -rf device-bin && mkdir -p device-bin
+pick() { # cargo's JSON messages → "target-name executable" lines
+  python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])'
+}
+cargo test --release --no-run --message-format=json 2>/dev/null | pick | while read -r name exe; do
+  case "$name" in bindings) continue ;; esac
+  cp "$exe" "device-bin/test-$name"
+done
+cargo bench --bench cosim_bench --no-run --message-format=json 2>/dev/null | pick | while read -r name exe; do
+  cp "$exe" "device-bin/bench-$name"
+done
+strip device-bin/* 2>/dev/null || true
+git rev-parse --short HEAD > device-bin/COMMIT
+git diff --quiet || echo "+uncommitted" >> device-bin/COMMIT
+ls -la device-bin
+du -sh device-bin
+size=$(du -sm device-bin | cut -f1)
+[ "$size" -lt 60 ] || { echo "device-bin is ${size} MiB: over the 64 MiB carry limit" >&2; exit 1; }
