@@ -25,10 +25,15 @@ pub mod cosine;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod device;
 mod element;
 mod error;
 pub mod plan;
 
+/// The cudarc this crate is built against, for creating buffers and streams that match.
+#[cfg(feature = "cuda")]
+pub use cudarc;
+pub use device::{AnyElement, Device};
 pub use element::{Accum, Element};
 pub use error::{Error, Result};
 pub use half::{bf16, f16};

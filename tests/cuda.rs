@@ -12,8 +12,8 @@ mod common;
 use anyhow::Result;
 use common::*;
 use cosim::cuda::{Cuda, CudaElement};
+use cosim::cudarc::driver::{CudaSlice, CudaView};
 use cosim::{bf16, f16};
-use cudarc::driver::{CudaSlice, CudaView};
 use rand::rngs::SmallRng;
 use rand::Rng;
 
@@ -52,7 +52,10 @@ fn check_along<T: CudaElement>(
     case: usize,
 ) -> Result<()> {
     let (h1, h2) = (random_input::<T>(r, s1), random_input::<T>(r, s2));
-    let (d1, d2) = (upload_shifted(cuda, &h1, shift)?, upload_shifted(cuda, &h2, 0)?);
+    let (d1, d2) = (
+        upload_shifted(cuda, &h1, shift)?,
+        upload_shifted(cuda, &h2, 0)?,
+    );
     let (want, shape) = reference_along(&h1, s1, &h2, s2, dim, eps.unwrap_or(1e-8));
     let mut out = cuda.upload(&poisoned::<T>(want.len().max(1), poison(case)))?;
     let mut out_view = out.slice_mut(..want.len());
@@ -60,7 +63,8 @@ fn check_along<T: CudaElement>(
         cuda.cosine_similarity_into(&mut out_view, &view(&d1, shift), s1, &d2, s2, dim, eps)?;
     assert_eq!(got_shape, shape, "{s1:?} vs {s2:?} dim {dim}");
     let got = cuda.download(&out)?;
-    let what = format!("cuda along {s1:?} vs {s2:?} dim {dim} eps {eps:?} shift {shift} case {case}");
+    let what =
+        format!("cuda along {s1:?} vs {s2:?} dim {dim} eps {eps:?} shift {shift} case {case}");
     assert_close(&got[..want.len()], &want, &what);
     assert_unit_bounded(&got[..want.len()], &what);
     Ok(())
@@ -77,7 +81,10 @@ fn check_flat<T: CudaElement>(
     case: usize,
 ) -> Result<()> {
     let (h1, h2) = (random_input::<T>(r, s1), random_input::<T>(r, s2));
-    let (d1, d2) = (upload_shifted(cuda, &h1, 0)?, upload_shifted(cuda, &h2, shift)?);
+    let (d1, d2) = (
+        upload_shifted(cuda, &h1, 0)?,
+        upload_shifted(cuda, &h2, shift)?,
+    );
     let (want, shape) = reference_flattened(&h1, s1, &h2, s2, from, 1e-8);
     let mut out = cuda.upload(&poisoned::<T>(want.len().max(1), poison(case)))?;
     let mut out_view = out.slice_mut(..want.len());
@@ -110,8 +117,12 @@ fn check_reweight<T: CudaElement>(
     let n = numel(&bshape);
     let mut w = cuda.upload(&poisoned::<T>(n, poison(case)))?;
     let mut s = cuda.upload(&poisoned::<T>(want.len(), poison(case + 1)))?;
-    let (wshape, sshape) = cuda.reweight_channels_into(&mut w, &mut s, &dx, sx, &dy, sy, from, None)?;
-    assert_eq!((wshape.as_slice(), sshape.as_slice()), (bshape.as_slice(), sim_shape.as_slice()));
+    let (wshape, sshape) =
+        cuda.reweight_channels_into(&mut w, &mut s, &dx, sx, &dy, sy, from, None)?;
+    assert_eq!(
+        (wshape.as_slice(), sshape.as_slice()),
+        (bshape.as_slice(), sim_shape.as_slice())
+    );
     let (w, s) = (cuda.download(&w)?, cuda.download(&s)?);
     let what = format!("cuda reweight {sx:?} vs {sy:?} from {from} case {case}");
     assert_close(&s, &want, &what);
@@ -135,9 +146,9 @@ fn random_shapes(r: &mut SmallRng) -> (Vec<usize>, Vec<usize>) {
         s[d] = [33, 130, 1000][r.random_range(0..3)];
     }
     let mut s2 = s.clone();
-    for d in 0..rank {
+    for d in s2.iter_mut() {
         if r.random_bool(0.2) {
-            s2[d] = 1;
+            *d = 1;
         }
     }
     if r.random_bool(0.2) {
@@ -175,12 +186,12 @@ fn variants<T: CudaElement>(seed: u64) -> Result<()> {
     let cuda = gpu();
     let mut r = rng(seed);
     let along: &[(&[usize], &[usize], isize)] = &[
-        (&[3, 16, 8, 8], &[3, 16, 8, 8], 1),    // vector
-        (&[3, 16, 8, 8], &[1, 16, 1, 1], 1),    // vector, x2 splat
-        (&[1, 16, 1, 1], &[3, 16, 8, 8], 1),    // vector, x1 splat
-        (&[3, 5, 7], &[3, 5, 7], 1),            // scalar: odd inner
-        (&[2, 3, 4, 5], &[2, 3, 4, 5], 0),      // scalar, outermost dim
-        (&[4, 6, 5], &[6, 1], -2),              // broadcast inside the kept dims
+        (&[3, 16, 8, 8], &[3, 16, 8, 8], 1), // vector
+        (&[3, 16, 8, 8], &[1, 16, 1, 1], 1), // vector, x2 splat
+        (&[1, 16, 1, 1], &[3, 16, 8, 8], 1), // vector, x1 splat
+        (&[3, 5, 7], &[3, 5, 7], 1),         // scalar: odd inner
+        (&[2, 3, 4, 5], &[2, 3, 4, 5], 0),   // scalar, outermost dim
+        (&[4, 6, 5], &[6, 1], -2),           // broadcast inside the kept dims
         (&[2, 256, 32, 32], &[2, 256, 32, 32], 1),
         (&[64, 2, 64, 64], &[64, 2, 64, 64], 1), // the seed's C = 2
         (&[5, 3], &[5, 1], 1),                   // x2 broadcast along the reduced dim
@@ -233,13 +244,13 @@ fn reweights<T: CudaElement>(seed: u64) -> Result<()> {
     let cuda = gpu();
     let mut r = rng(seed);
     let cases: &[(&[usize], &[usize], usize)] = &[
-        (&[4, 8, 5, 5], &[4, 8, 5, 5], 2),       // group kernel, scalar
-        (&[4, 8, 16, 16], &[4, 8, 16, 16], 2),   // group kernel, vector
-        (&[1, 8, 16, 16], &[4, 8, 16, 16], 2),   // x broadcast over the batch
+        (&[4, 8, 5, 5], &[4, 8, 5, 5], 2),         // group kernel, scalar
+        (&[4, 8, 16, 16], &[4, 8, 16, 16], 2),     // group kernel, vector
+        (&[1, 8, 16, 16], &[4, 8, 16, 16], 2),     // x broadcast over the batch
         (&[2, 600, 48, 48], &[2, 600, 48, 48], 2), // block rows, fused
         (&[1, 2, 1024, 1024], &[1, 2, 1024, 1024], 2), // split rows, then the scale kernel
-        (&[2, 3, 1, 1], &[2, 3, 5, 5], 2),       // x constant per channel: along + scale
-        (&[2, 3, 5, 5], &[2, 3, 1, 1], 2),       // y constant per channel
+        (&[2, 3, 1, 1], &[2, 3, 5, 5], 2),         // x constant per channel: along + scale
+        (&[2, 3, 5, 5], &[2, 3, 1, 1], 2),         // y constant per channel
     ];
     for (case, (sx, sy, from)) in cases.iter().enumerate() {
         check_reweight::<T>(&cuda, &mut r, sx, sy, *from, case)?;
@@ -287,7 +298,10 @@ fn edges<T: CudaElement>() -> Result<()> {
     assert_eq!((s.shape, s.values.len()), (vec![0], 0));
     let s = cuda.cosine_similarity(&e, &[3, 0], &e, &[3, 0], 1, None)?;
     assert_eq!(cuda.download(&s.values)?, vec![z; 3]);
-    let (a, b) = (cuda.upload(&[T::from_f64(2.0)])?, cuda.upload(&[T::from_f64(-3.0)])?);
+    let (a, b) = (
+        cuda.upload(&[T::from_f64(2.0)])?,
+        cuda.upload(&[T::from_f64(-3.0)])?,
+    );
     let s = cuda.cosine_similarity(&a, &[], &b, &[], 0, None)?;
     assert_eq!(s.shape, Vec::<usize>::new());
     assert_eq!(cuda.download(&s.values)?[0].to_f64(), -1.0);
@@ -295,7 +309,11 @@ fn edges<T: CudaElement>() -> Result<()> {
     let mut r = rng(9);
     let h = random_input::<T>(&mut r, &[4, 4099]);
     let d = cuda.upload(&h)?;
-    let got = cuda.download(&cuda.cosine_similarity(&d, &[4, 4099], &d, &[4, 4099], 1, None)?.values)?;
+    let got = cuda.download(
+        &cuda
+            .cosine_similarity(&d, &[4, 4099], &d, &[4, 4099], 1, None)?
+            .values,
+    )?;
     assert_unit_bounded(&got, "identical rows");
     Ok(())
 }
@@ -344,11 +362,21 @@ fn errors_change_nothing() -> Result<()> {
     let a = cuda.upload(&[1.0f32; 6])?;
     let mut out = cuda.upload(&[5.0f32; 3])?;
     // Wrong output length, shapes that do not broadcast, dim out of range, bad eps.
-    assert!(cuda.cosine_similarity_into(&mut out, &a, &[2, 3], &a, &[2, 3], 1, None).is_err());
-    assert!(cuda.cosine_similarity_into(&mut out, &a, &[2, 3], &a, &[3, 2], 1, None).is_err());
-    assert!(cuda.cosine_similarity_into(&mut out, &a, &[3, 2], &a, &[3, 2], 2, None).is_err());
-    assert!(cuda.cosine_similarity_into(&mut out, &a, &[3, 2], &a, &[3, 2], 1, Some(-1.0)).is_err());
-    assert!(cuda.cosine_similarity_into(&mut out, &a, &[7], &a, &[7], 0, None).is_err());
+    assert!(cuda
+        .cosine_similarity_into(&mut out, &a, &[2, 3], &a, &[2, 3], 1, None)
+        .is_err());
+    assert!(cuda
+        .cosine_similarity_into(&mut out, &a, &[2, 3], &a, &[3, 2], 1, None)
+        .is_err());
+    assert!(cuda
+        .cosine_similarity_into(&mut out, &a, &[3, 2], &a, &[3, 2], 2, None)
+        .is_err());
+    assert!(cuda
+        .cosine_similarity_into(&mut out, &a, &[3, 2], &a, &[3, 2], 1, Some(-1.0))
+        .is_err());
+    assert!(cuda
+        .cosine_similarity_into(&mut out, &a, &[7], &a, &[7], 0, None)
+        .is_err());
     assert_eq!(cuda.download(&out)?, vec![5.0f32; 3]);
     Ok(())
 }
@@ -358,15 +386,17 @@ fn errors_change_nothing() -> Result<()> {
 fn big_random(n: usize, seed: u64) -> Vec<f16> {
     use rayon::prelude::*;
     let mut v = vec![f16::ZERO; n];
-    v.par_chunks_mut(1 << 20).enumerate().for_each(|(c, chunk)| {
-        let mut s = (seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
-        for x in chunk {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            *x = f16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0);
-        }
-    });
+    v.par_chunks_mut(1 << 20)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut s = (seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
+            for x in chunk {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                *x = f16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0);
+            }
+        });
     v
 }
 
@@ -376,7 +406,10 @@ fn big_random(n: usize, seed: u64) -> Vec<f16> {
 #[ignore = "needs a CUDA device"]
 fn beyond_2_pow_31_elements() -> Result<()> {
     let cuda = gpu();
-    for (shape, dim) in [(vec![300usize, 1 << 23], 0isize), (vec![2, (1usize << 30) + 8], 1)] {
+    for (shape, dim) in [
+        (vec![300usize, 1 << 23], 0isize),
+        (vec![2, (1usize << 30) + 8], 1),
+    ] {
         let n: usize = shape.iter().product();
         assert!(n > 1 << 31);
         let (h1, h2) = (big_random(n, 1), big_random(n, 2));
@@ -387,7 +420,12 @@ fn beyond_2_pow_31_elements() -> Result<()> {
         let got = cuda.download(&got.values)?;
         let want: Vec<f64> = want.values.iter().map(|v| v.to_f64()).collect();
         // Both sides round to f16; allow the two roundings.
-        assert_close_scaled(&got, &want, &vec![2.0; want.len()], &format!("{shape:?} dim {dim}"));
+        assert_close_scaled(
+            &got,
+            &want,
+            &vec![2.0; want.len()],
+            &format!("{shape:?} dim {dim}"),
+        );
     }
     Ok(())
 }
@@ -403,7 +441,10 @@ fn new_is_an_error_without_a_driver_and_works_with_one() {
             if cosim::cuda::kernels_built() {
                 if let Err(e) = r {
                     // A driver without a usable device is an error, not a panic.
-                    assert!(matches!(e, cosim::Error::NoDevice { .. } | cosim::Error::Driver(_)), "{e}");
+                    assert!(
+                        matches!(e, cosim::Error::NoDevice { .. } | cosim::Error::Driver(_)),
+                        "{e}"
+                    );
                 }
             } else {
                 assert!(matches!(r, Err(cosim::Error::KernelsNotBuilt)));
