@@ -39,15 +39,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Deterministic pseudo-random values in [-1, 1), filled in parallel.
 fn random<T: Element>(n: usize, seed: u64) -> Vec<T> {
     let mut v = vec![T::default(); n];
-    v.par_chunks_mut(1 << 16).enumerate().for_each(|(c, chunk)| {
-        let mut s = seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        for x in chunk {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            *x = T::from_f64((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0);
-        }
-    });
+    v.par_chunks_mut(1 << 16)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut s = seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            for x in chunk {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                *x = T::from_f64((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0);
+            }
+        });
     v
 }
 
@@ -92,7 +94,10 @@ fn cpu_section(rows: &mut Vec<Row>) {
     });
     std::hint::black_box(sink);
     let read = 4.0 * n as f64 / (read_ms * 1e-3) / 1e9;
-    println!("CPU: {} threads, copy {copy:.1} GB/s (read+write), read {read:.1} GB/s", rayon::current_num_threads());
+    println!(
+        "CPU: {} threads, copy {copy:.1} GB/s (read+write), read {read:.1} GB/s",
+        rayon::current_num_threads()
+    );
     rows.push(Row {
         backend: "cpu",
         case: "copy (read+write), 256 MiB".into(),
@@ -104,12 +109,54 @@ fn cpu_section(rows: &mut Vec<Row>) {
         extra_bytes: 0,
     });
     drop(dst);
-    cpu_case::<f32>(rows, "dim=1 [16,256,64,64]", &[16, 256, 64, 64], &[16, 256, 64, 64], Op::Along(1), read);
-    cpu_case::<f32>(rows, "dim=1 [16,256,64,64] vs prototype [1,256,1,1]", &[16, 256, 64, 64], &[1, 256, 1, 1], Op::Along(1), read);
-    cpu_case::<f32>(rows, "per channel [16,256,64,64] flatten_from=2", &[16, 256, 64, 64], &[16, 256, 64, 64], Op::Flat(2), read);
-    cpu_case::<f32>(rows, "rows [2^18, 64] dim=1", &[1 << 18, 64], &[1 << 18, 64], Op::Along(1), read);
-    cpu_case::<f32>(rows, "long rows [2, 2^24] dim=1", &[2, 1 << 24], &[2, 1 << 24], Op::Along(1), read);
-    cpu_case::<f16>(rows, "dim=1 [16,256,64,64]", &[16, 256, 64, 64], &[16, 256, 64, 64], Op::Along(1), read);
+    cpu_case::<f32>(
+        rows,
+        "dim=1 [16,256,64,64]",
+        &[16, 256, 64, 64],
+        &[16, 256, 64, 64],
+        Op::Along(1),
+        read,
+    );
+    cpu_case::<f32>(
+        rows,
+        "dim=1 [16,256,64,64] vs prototype [1,256,1,1]",
+        &[16, 256, 64, 64],
+        &[1, 256, 1, 1],
+        Op::Along(1),
+        read,
+    );
+    cpu_case::<f32>(
+        rows,
+        "per channel [16,256,64,64] flatten_from=2",
+        &[16, 256, 64, 64],
+        &[16, 256, 64, 64],
+        Op::Flat(2),
+        read,
+    );
+    cpu_case::<f32>(
+        rows,
+        "rows [2^18, 64] dim=1",
+        &[1 << 18, 64],
+        &[1 << 18, 64],
+        Op::Along(1),
+        read,
+    );
+    cpu_case::<f32>(
+        rows,
+        "long rows [2, 2^24] dim=1",
+        &[2, 1 << 24],
+        &[2, 1 << 24],
+        Op::Along(1),
+        read,
+    );
+    cpu_case::<f16>(
+        rows,
+        "dim=1 [16,256,64,64]",
+        &[16, 256, 64, 64],
+        &[16, 256, 64, 64],
+        Op::Along(1),
+        read,
+    );
 }
 
 #[derive(Clone, Copy)]
@@ -119,7 +166,14 @@ enum Op {
     Reweight(usize),
 }
 
-fn cpu_case<T: Element>(rows: &mut Vec<Row>, case: &str, s1: &[usize], s2: &[usize], op: Op, read: f64) {
+fn cpu_case<T: Element>(
+    rows: &mut Vec<Row>,
+    case: &str,
+    s1: &[usize],
+    s2: &[usize],
+    op: Op,
+    read: f64,
+) {
     let (n1, n2) = (s1.iter().product::<usize>(), s2.iter().product::<usize>());
     let (a, b) = (random::<T>(n1, 2), random::<T>(n2, 3));
     let sz = std::mem::size_of::<T>() as f64;
@@ -142,7 +196,14 @@ fn cpu_case<T: Element>(rows: &mut Vec<Row>, case: &str, s1: &[usize], s2: &[usi
         ceiling_name: "read",
         extra_bytes: out_len * std::mem::size_of::<T::Acc>(),
     };
-    println!("cpu {:<50} {:>5} {:9.3} ms {:7.1} GB/s {:5.1}% of read", row.case, row.dtype, row.ms, row.gbps(), 100.0 * row.gbps() / read);
+    println!(
+        "cpu {:<50} {:>5} {:9.3} ms {:7.1} GB/s {:5.1}% of read",
+        row.case,
+        row.dtype,
+        row.ms,
+        row.gbps(),
+        100.0 * row.gbps() / read
+    );
     rows.push(row);
 }
 
@@ -207,16 +268,96 @@ mod gpu {
         });
         drop((src, dst));
         let nchw = [64, 256, 128, 128];
-        case::<f32>(&cuda, rows, "dim=1 [64,256,128,128]", &nchw, &nchw, Op::Along(1), copy)?;
-        case::<f16>(&cuda, rows, "dim=1 [64,256,128,128]", &nchw, &nchw, Op::Along(1), copy)?;
-        case::<bf16>(&cuda, rows, "dim=1 [64,256,128,128]", &nchw, &nchw, Op::Along(1), copy)?;
-        case::<f32>(&cuda, rows, "dim=1 [256,2,512,512]", &[256, 2, 512, 512], &[256, 2, 512, 512], Op::Along(1), copy)?;
-        case::<f32>(&cuda, rows, "per channel [64,256,128,128] flatten_from=2", &nchw, &nchw, Op::Flat(2), copy)?;
-        case::<f32>(&cuda, rows, "long rows [8, 2^25] dim=1", &[8, 1 << 25], &[8, 1 << 25], Op::Along(1), copy)?;
-        case::<f32>(&cuda, rows, "short rows [2^22, 64] dim=1", &[1 << 22, 64], &[1 << 22, 64], Op::Along(1), copy)?;
-        case::<f32>(&cuda, rows, "dim=1 [64,256,128,128] vs prototype [1,256,1,1]", &nchw, &[1, 256, 1, 1], Op::Along(1), copy)?;
-        case::<f32>(&cuda, rows, "reweight channels [64,256,128,128]", &nchw, &nchw, Op::Reweight(2), copy)?;
-        case::<f64>(&cuda, rows, "dim=1 [32,256,128,128]", &[32, 256, 128, 128], &[32, 256, 128, 128], Op::Along(1), copy)?;
+        case::<f32>(
+            &cuda,
+            rows,
+            "dim=1 [64,256,128,128]",
+            &nchw,
+            &nchw,
+            Op::Along(1),
+            copy,
+        )?;
+        case::<f16>(
+            &cuda,
+            rows,
+            "dim=1 [64,256,128,128]",
+            &nchw,
+            &nchw,
+            Op::Along(1),
+            copy,
+        )?;
+        case::<bf16>(
+            &cuda,
+            rows,
+            "dim=1 [64,256,128,128]",
+            &nchw,
+            &nchw,
+            Op::Along(1),
+            copy,
+        )?;
+        case::<f32>(
+            &cuda,
+            rows,
+            "dim=1 [256,2,512,512]",
+            &[256, 2, 512, 512],
+            &[256, 2, 512, 512],
+            Op::Along(1),
+            copy,
+        )?;
+        case::<f32>(
+            &cuda,
+            rows,
+            "per channel [64,256,128,128] flatten_from=2",
+            &nchw,
+            &nchw,
+            Op::Flat(2),
+            copy,
+        )?;
+        case::<f32>(
+            &cuda,
+            rows,
+            "long rows [8, 2^25] dim=1",
+            &[8, 1 << 25],
+            &[8, 1 << 25],
+            Op::Along(1),
+            copy,
+        )?;
+        case::<f32>(
+            &cuda,
+            rows,
+            "short rows [2^22, 64] dim=1",
+            &[1 << 22, 64],
+            &[1 << 22, 64],
+            Op::Along(1),
+            copy,
+        )?;
+        case::<f32>(
+            &cuda,
+            rows,
+            "dim=1 [64,256,128,128] vs prototype [1,256,1,1]",
+            &nchw,
+            &[1, 256, 1, 1],
+            Op::Along(1),
+            copy,
+        )?;
+        case::<f32>(
+            &cuda,
+            rows,
+            "reweight channels [64,256,128,128]",
+            &nchw,
+            &nchw,
+            Op::Reweight(2),
+            copy,
+        )?;
+        case::<f64>(
+            &cuda,
+            rows,
+            "dim=1 [32,256,128,128]",
+            &[32, 256, 128, 128],
+            &[32, 256, 128, 128],
+            Op::Along(1),
+            copy,
+        )?;
         Ok(())
     }
 
@@ -241,16 +382,32 @@ mod gpu {
             }
             Op::Flat(f) | Op::Reweight(f) => {
                 let p = Plan::flattened(s1, s2, f, None)?;
-                let w = p.out_len() + if matches!(op, Op::Reweight(_)) { p.out_len() * p.reduce.len } else { 0 };
+                let w = p.out_len()
+                    + if matches!(op, Op::Reweight(_)) {
+                        p.out_len() * p.reduce.len
+                    } else {
+                        0
+                    };
                 (p, w)
             }
         };
         let mut out = cuda.stream().alloc_zeros::<T>(plan.out_len())?;
-        let mut weighted = cuda.stream().alloc_zeros::<T>(if matches!(op, Op::Reweight(_)) { plan.out_len() * plan.reduce.len } else { 0 }.max(1))?;
+        let mut weighted = cuda.stream().alloc_zeros::<T>(
+            if matches!(op, Op::Reweight(_)) {
+                plan.out_len() * plan.reduce.len
+            } else {
+                0
+            }
+            .max(1),
+        )?;
         let ms = time_gpu(cuda, || {
             let r = match op {
-                Op::Along(d) => cuda.cosine_similarity_into(&mut out, &a, s1, &b, s2, d, None).map(drop),
-                Op::Flat(f) => cuda.channel_similarity_into(&mut out, &a, s1, &b, s2, f, None).map(drop),
+                Op::Along(d) => cuda
+                    .cosine_similarity_into(&mut out, &a, s1, &b, s2, d, None)
+                    .map(drop),
+                Op::Flat(f) => cuda
+                    .channel_similarity_into(&mut out, &a, s1, &b, s2, f, None)
+                    .map(drop),
                 Op::Reweight(f) => cuda
                     .reweight_channels_into(&mut weighted, &mut out, &a, s1, &b, s2, f, None)
                     .map(drop),
@@ -306,12 +463,22 @@ fn main() -> anyhow::Result<()> {
                        "extra_device_bytes": r.extra_bytes})
             })
             .collect();
-        std::fs::write(&path, serde_json::to_string_pretty(&json!({"rows": items}))?)?;
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&json!({"rows": items}))?,
+        )?;
         let mut md = String::from("| backend | case | dtype | median ms | GB/s | % of ceiling | extra memory (host for cpu, device for cuda) |\n|---|---|---|---:|---:|---:|---:|\n");
         for r in &rows {
             md += &format!(
                 "| {} | {} | {} | {:.3} | {:.0} | {:.1}% of {} | {} B |\n",
-                r.backend, r.case, r.dtype, r.ms, r.gbps(), 100.0 * r.gbps() / r.ceiling_gbps, r.ceiling_name, r.extra_bytes
+                r.backend,
+                r.case,
+                r.dtype,
+                r.ms,
+                r.gbps(),
+                100.0 * r.gbps() / r.ceiling_gbps,
+                r.ceiling_name,
+                r.extra_bytes
             );
         }
         std::fs::write(std::path::Path::new(&path).with_extension("md"), md)?;
