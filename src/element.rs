@@ -76,6 +76,14 @@ pub trait Element:
     const NAME: &'static str;
     fn to_acc(self) -> Self::Acc;
     fn from_acc(v: Self::Acc) -> Self;
+    /// The slice itself when `Self` is its own accumulator (f32, f64): no conversion needed.
+    fn as_acc_slice(s: &[Self]) -> Option<&[Self::Acc]>;
+    /// Converts `src` into `dst` (same length), vectorised where the type allows.
+    fn to_acc_slice(src: &[Self], dst: &mut [Self::Acc]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_acc();
+        }
+    }
     /// Conversion for tests and references.
     fn to_f64(self) -> f64 {
         self.to_acc().to_f64()
@@ -96,6 +104,10 @@ impl Element for f32 {
     fn from_acc(v: f32) -> Self {
         v
     }
+    #[inline(always)]
+    fn as_acc_slice(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
 }
 
 impl Element for f64 {
@@ -108,6 +120,10 @@ impl Element for f64 {
     #[inline(always)]
     fn from_acc(v: f64) -> Self {
         v
+    }
+    #[inline(always)]
+    fn as_acc_slice(s: &[Self]) -> Option<&[f64]> {
+        Some(s)
     }
 }
 
@@ -122,6 +138,13 @@ impl Element for f16 {
     fn from_acc(v: f32) -> Self {
         f16::from_f32(v)
     }
+    fn as_acc_slice(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn to_acc_slice(src: &[Self], dst: &mut [f32]) {
+        // F16C/NEON when the CPU has it (half detects at run time).
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+    }
 }
 
 impl Element for bf16 {
@@ -134,5 +157,14 @@ impl Element for bf16 {
     #[inline(always)]
     fn from_acc(v: f32) -> Self {
         bf16::from_f32(v)
+    }
+    fn as_acc_slice(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn to_acc_slice(src: &[Self], dst: &mut [f32]) {
+        // bf16 → f32 is a 16-bit shift; this loop vectorises.
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits((s.to_bits() as u32) << 16);
+        }
     }
 }

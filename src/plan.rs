@@ -223,6 +223,9 @@ impl Plan {
         let len = numel(&shape[tail.clone()])?;
         let flat_stride = |strides: &[usize], input: u8, own: &[usize]| -> Result<usize> {
             // Either the whole flattened block is broadcast (stride 0), or it is contiguous.
+            if len == 0 {
+                return Ok(1); // an empty vector reads nothing: any stride will do
+            }
             let live: Vec<usize> = tail.clone().filter(|&i| shape[i] != 1).collect();
             if live.iter().all(|&i| strides[i] == 0) {
                 return Ok(if len <= 1 { 1 } else { 0 });
@@ -274,6 +277,15 @@ impl Plan {
         if reduce.len <= 1 {
             reduce.stride1 = 1;
             reduce.stride2 = 1;
+        }
+        // An empty reduction reads nothing: zero strides keep every offset inside the
+        // (possibly empty) inputs, so no backend needs a special case for it.
+        let mut kept = kept;
+        if reduce.len == 0 {
+            for a in &mut kept {
+                a.stride1 = 0;
+                a.stride2 = 0;
+            }
         }
         // Shapes were validated by `broadcast`, so these products cannot overflow.
         let len1 = shape1.iter().product();

@@ -6,7 +6,7 @@ use crate::plan::{offsets, Plan, Strategy};
 use rayon::prelude::*;
 
 /// Outputs computed together along a strided axis: their sums stay on the stack.
-const ALONG_BLOCK: usize = 256;
+const ALONG_BLOCK: usize = sums::CHUNK;
 /// Rows at least this long, when there are few of them, are split across threads.
 const SPLIT_ROW_MIN: usize = 1 << 15;
 /// Chunk of a split row that one task sums.
@@ -58,60 +58,22 @@ fn for_each_block<T: Element>(plan: &Plan, x1: &[T], x2: &[T], out: &mut [T::Acc
                         .enumerate()
                         .for_each(|(blk, oblk)| {
                             let i0 = blk * ALONG_BLOCK;
-                            along_block::<T>(
-                                x1,
-                                b1 + i0 * inner.stride1,
-                                x2,
-                                b2 + i0 * inner.stride2,
-                                (inner.stride1, inner.stride2),
-                                (red.len, red.stride1, red.stride2),
+                            let lane = |data, base, inner_stride, reduce_stride| sums::Lane {
+                                data,
+                                base,
+                                inner_stride,
+                                reduce_stride,
+                            };
+                            sums::along_block::<T>(
+                                lane(x1, b1 + i0 * inner.stride1, inner.stride1, red.stride1),
+                                lane(x2, b2 + i0 * inner.stride2, inner.stride2, red.stride2),
+                                red.len,
                                 eps,
                                 oblk,
                             );
                         });
                 });
         }
-    }
-}
-
-/// Sums for `out.len()` consecutive outputs along the inner axis, walking the reduced axis
-/// in the outer loop so that unit-stride inputs are read contiguously.
-#[allow(clippy::too_many_arguments)]
-fn along_block<T: Element>(
-    x1: &[T],
-    b1: usize,
-    x2: &[T],
-    b2: usize,
-    (is1, is2): (usize, usize),
-    (len, rs1, rs2): (usize, usize, usize),
-    eps: T::Acc,
-    out: &mut [T::Acc],
-) {
-    let n = out.len();
-    let z = T::Acc::ZERO;
-    let (mut d, mut s1, mut s2) = ([z; ALONG_BLOCK], [z; ALONG_BLOCK], [z; ALONG_BLOCK]);
-    let (d, s1, s2) = (&mut d[..n], &mut s1[..n], &mut s2[..n]);
-    for k in 0..len {
-        let (p1, p2) = (b1 + k * rs1, b2 + k * rs2);
-        if is1 == 1 && is2 == 1 {
-            let (a, b) = (&x1[p1..p1 + n], &x2[p2..p2 + n]);
-            for i in 0..n {
-                let (x, y) = (a[i].to_acc(), b[i].to_acc());
-                d[i] = d[i] + x * y;
-                s1[i] = s1[i] + x * x;
-                s2[i] = s2[i] + y * y;
-            }
-        } else {
-            for i in 0..n {
-                let (x, y) = (x1[p1 + i * is1].to_acc(), x2[p2 + i * is2].to_acc());
-                d[i] = d[i] + x * y;
-                s1[i] = s1[i] + x * x;
-                s2[i] = s2[i] + y * y;
-            }
-        }
-    }
-    for i in 0..n {
-        out[i] = crate::cosine::finish(d[i], s1[i], s2[i], eps);
     }
 }
 
