@@ -70,14 +70,14 @@ fn cpu_section(rows: &mut Vec<Row>) {
     let n = 1usize << 26; // 256 MiB of f32
     let src = random::<f32>(n, 1);
     let mut dst = vec![0f32; n];
-    let copy_ms = time_cpu(5, || {
+    let copy_ms = time_cpu(11, || {
         dst.par_chunks_mut(1 << 16)
             .zip(src.par_chunks(1 << 16))
             .for_each(|(d, s)| d.copy_from_slice(s))
     });
     let copy = 2.0 * 4.0 * n as f64 / (copy_ms * 1e-3) / 1e9;
     let mut sink = 0f32;
-    let read_ms = time_cpu(5, || {
+    let read_ms = time_cpu(11, || {
         // 16 independent lanes so the sum vectorises and only memory limits it.
         sink += src
             .par_chunks(1 << 16)
@@ -178,7 +178,7 @@ fn cpu_case<T: Element>(
     let (a, b) = (random::<T>(n1, 2), random::<T>(n2, 3));
     let sz = std::mem::size_of::<T>() as f64;
     let mut out_len = 0;
-    let ms = time_cpu(5, || {
+    let ms = time_cpu(11, || {
         let r = match op {
             Op::Along(d) => cpu::cosine_similarity(&a, s1, &b, s2, d, None),
             Op::Flat(f) => cpu::channel_similarity(&a, s1, &b, s2, f, None),

@@ -392,6 +392,54 @@ pub fn offsets(axes: &[Axis], mut o: usize) -> (usize, usize) {
     (off1, off2)
 }
 
+/// Offsets of consecutive output vectors, advanced by carrying through the multi-index
+/// instead of dividing for every vector.
+#[derive(Clone, Debug)]
+pub struct Walk<'a> {
+    axes: &'a [Axis],
+    idx: [usize; MAX_DIMS],
+    off: (usize, usize),
+}
+
+impl<'a> Walk<'a> {
+    /// Starts at output vector `start`.
+    pub fn new(axes: &'a [Axis], start: usize) -> Walk<'a> {
+        let mut idx = [0; MAX_DIMS];
+        let mut o = start;
+        for (d, a) in axes.iter().enumerate().rev() {
+            idx[d] = o % a.len.max(1);
+            o /= a.len.max(1);
+        }
+        Walk {
+            axes,
+            idx,
+            off: offsets(axes, start),
+        }
+    }
+
+    /// Offsets of the current vector in the two inputs.
+    #[inline(always)]
+    pub fn offsets(&self) -> (usize, usize) {
+        self.off
+    }
+
+    /// Moves to the next output vector.
+    #[inline(always)]
+    pub fn advance(&mut self) {
+        for (d, a) in self.axes.iter().enumerate().rev() {
+            self.idx[d] += 1;
+            self.off.0 += a.stride1;
+            self.off.1 += a.stride2;
+            if self.idx[d] < a.len {
+                return;
+            }
+            self.idx[d] = 0;
+            self.off.0 -= a.stride1 * a.len;
+            self.off.1 -= a.stride2 * a.len;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,6 +627,21 @@ mod tests {
             got,
             vec![(0, 0), (10, 1), (20, 2), (100, 0), (110, 1), (120, 2)]
         );
+    }
+
+    #[test]
+    fn walk_matches_offsets() {
+        let axes = [ax(3, 100, 0), ax(1, 7, 7), ax(4, 10, 1)];
+        for start in 0..12 {
+            let mut w = Walk::new(&axes, start);
+            for o in start..12 {
+                assert_eq!(w.offsets(), offsets(&axes, o), "start {start}, o {o}");
+                w.advance();
+            }
+        }
+        let mut w = Walk::new(&[], 0);
+        w.advance();
+        assert_eq!(w.offsets(), (0, 0));
     }
 
     #[test]

@@ -9,8 +9,10 @@ use rayon::prelude::*;
 const ALONG_BLOCK: usize = sums::CHUNK;
 /// Rows at least this long, when there are few of them, are split across threads.
 const SPLIT_ROW_MIN: usize = 1 << 15;
-/// Chunk of a split row that one task sums.
-const SPLIT_CHUNK: usize = 1 << 14;
+/// Elements of a split row that one task sums (256 KiB of f32 per input).
+const SPLIT_CHUNK: usize = 1 << 16;
+/// Elements of short rows that one task handles.
+const ROWS_TASK: usize = 1 << 14;
 
 /// The similarity of every output vector, in the accumulator type, computed in parallel.
 fn for_each_block<T: Element>(plan: &Plan, x1: &[T], x2: &[T], out: &mut [T::Acc]) {
@@ -28,13 +30,11 @@ fn for_each_block<T: Element>(plan: &Plan, x1: &[T], x2: &[T], out: &mut [T::Acc
             };
             let threads = rayon::current_num_threads();
             if out.len() >= 4 * threads || len < SPLIT_ROW_MIN {
-                let min_len = (4096 / len.max(1)).max(1);
-                out.par_iter_mut()
+                let rows_per_task = (ROWS_TASK / len.max(1)).max(1);
+                out.par_chunks_mut(rows_per_task)
                     .enumerate()
-                    .with_min_len(min_len)
-                    .for_each(|(r, o)| {
-                        let (a, b) = row(r);
-                        *o = sums::contiguous(a, b).cosine(eps);
+                    .for_each(|(c, oc)| {
+                        sums::rows(x1, x2, &plan.outer, c * rows_per_task, len, eps, oc)
                     });
             } else {
                 for (r, o) in out.iter_mut().enumerate() {

@@ -3,11 +3,12 @@
 //! widest one the CPU supports picked at run time: the crate is built for baseline x86-64.
 
 use crate::element::{Accum, Element};
+use crate::plan::{Axis, Walk};
 
 /// Lanes of independent partial sums: two AVX-512 registers of f32.
 pub const LANES: usize = 16;
 /// Elements converted to the accumulator type at a time (half types), on the stack.
-pub const CHUNK: usize = 256;
+pub const CHUNK: usize = 1024;
 
 /// Dot product and squared norms of a pair of vectors.
 #[derive(Clone, Copy, Debug)]
@@ -101,6 +102,20 @@ fn lanes<A: Accum>(a: &[A], b: &[A], d: &mut [A; LANES], s1: &mut [A; LANES], s2
 }
 
 simd_dispatch!(contiguous<T>(a: &[T], b: &[T]) -> Sums<T::Acc> {
+    contiguous_inline(a, b)
+});
+
+simd_dispatch!(rows<T>(x1: &[T], x2: &[T], axes: &[Axis], first: usize, len: usize, eps: T::Acc, out: &mut [T::Acc]) -> () {
+    let mut walk = Walk::new(axes, first);
+    for o in out.iter_mut() {
+        let (b1, b2) = walk.offsets();
+        *o = contiguous_inline(&x1[b1..b1 + len], &x2[b2..b2 + len]).cosine(eps);
+        walk.advance();
+    }
+});
+
+#[inline(always)]
+fn contiguous_inline<T: Element>(a: &[T], b: &[T]) -> Sums<T::Acc> {
     let z = T::Acc::ZERO;
     let (mut d, mut s1, mut s2) = ([z; LANES], [z; LANES], [z; LANES]);
     let n = a.len().min(b.len());
@@ -114,8 +129,12 @@ simd_dispatch!(contiguous<T>(a: &[T], b: &[T]) -> Sums<T::Acc> {
             lanes(va, vb, &mut d, &mut s1, &mut s2);
         }
     }
-    Sums { dot: tree(d), n1: tree(s1), n2: tree(s2) }
-});
+    Sums {
+        dot: tree(d),
+        n1: tree(s1),
+        n2: tree(s2),
+    }
+}
 
 /// One input's access along the inner axis of a block of outputs.
 #[derive(Clone, Copy)]
@@ -133,6 +152,11 @@ impl<T: Element> Lane<'_, T> {
         let p = self.base + k * self.reduce_stride;
         match self.inner_stride {
             1 => as_acc(&self.data[p..p + n], buf),
+            0 => {
+                let v = self.data[p].to_acc();
+                buf[..n].fill(v);
+                &buf[..n]
+            }
             s => {
                 for (i, b) in buf[..n].iter_mut().enumerate() {
                     *b = self.data[p + i * s].to_acc();
@@ -193,10 +217,18 @@ mod tests {
 
     #[test]
     fn half_types_convert_in_chunks() {
-        let a: Vec<half::f16> = (0..1000).map(|i| half::f16::from_f32((i as f32 * 0.01).sin())).collect();
-        let b: Vec<half::f16> = (0..1000).map(|i| half::f16::from_f32((i as f32 * 0.03).cos())).collect();
+        let a: Vec<half::f16> = (0..1000)
+            .map(|i| half::f16::from_f32((i as f32 * 0.01).sin()))
+            .collect();
+        let b: Vec<half::f16> = (0..1000)
+            .map(|i| half::f16::from_f32((i as f32 * 0.03).cos()))
+            .collect();
         let s = contiguous(&a, &b);
         let dot: f64 = a.iter().zip(&b).map(|(x, y)| x.to_f64() * y.to_f64()).sum();
-        assert!((s.dot as f64 - dot).abs() < 1e-4 * dot.abs().max(1.0), "{} vs {dot}", s.dot);
+        assert!(
+            (s.dot as f64 - dot).abs() < 1e-4 * dot.abs().max(1.0),
+            "{} vs {dot}",
+            s.dot
+        );
     }
 }
