@@ -6,7 +6,7 @@ use crate::plan::{offsets, Plan, Strategy};
 use rayon::prelude::*;
 
 /// Outputs computed together along a strided axis: their sums stay on the stack.
-const ALONG_BLOCK: usize = sums::CHUNK;
+const ALONG_BLOCK: usize = sums::ALONG;
 /// Rows at least this long, when there are few of them, are split across threads.
 const SPLIT_ROW_MIN: usize = 1 << 15;
 /// Elements of a split row that one task sums (256 KiB of f32 per input).

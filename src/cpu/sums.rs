@@ -5,10 +5,16 @@
 use crate::element::{Accum, Element};
 use crate::plan::{Axis, Walk};
 
-/// Lanes of independent partial sums: two AVX-512 registers of f32.
-pub const LANES: usize = 16;
+/// Lanes of independent partial sums for long vectors: four AVX-512 registers of f32 per
+/// sum, so that the add latency is hidden; short vectors use 16 to keep the final tree cheap.
+const LANES_LONG: usize = 64;
+const LANES_SHORT: usize = 16;
 /// Elements converted to the accumulator type at a time (half types), on the stack.
 pub const CHUNK: usize = 1024;
+/// Outputs one along-axis task computes: their sums stay on the stack (48 KiB for f32), and
+/// each step of the reduced axis reads 16 KiB of each input contiguously, which the
+/// hardware prefetchers follow far better than many short pieces.
+pub const ALONG: usize = 4096;
 
 /// Dot product and squared norms of a pair of vectors.
 #[derive(Clone, Copy, Debug)]
@@ -83,7 +89,13 @@ pub fn as_acc<'a, T: Element>(src: &'a [T], buf: &'a mut [T::Acc; CHUNK]) -> &'a
 
 /// Adds the sums of two equal-length accumulator slices into per-lane partials.
 #[inline(always)]
-fn lanes<A: Accum>(a: &[A], b: &[A], d: &mut [A; LANES], s1: &mut [A; LANES], s2: &mut [A; LANES]) {
+fn lanes<A: Accum, const LANES: usize>(
+    a: &[A],
+    b: &[A],
+    d: &mut [A; LANES],
+    s1: &mut [A; LANES],
+    s2: &mut [A; LANES],
+) {
     let mut ca = a.chunks_exact(LANES);
     let mut cb = b.chunks_exact(LANES);
     for (xa, xb) in (&mut ca).zip(&mut cb) {
@@ -116,6 +128,15 @@ simd_dispatch!(rows<T>(x1: &[T], x2: &[T], axes: &[Axis], first: usize, len: usi
 
 #[inline(always)]
 fn contiguous_inline<T: Element>(a: &[T], b: &[T]) -> Sums<T::Acc> {
+    if a.len() >= 4 * LANES_LONG {
+        contiguous_lanes::<T, LANES_LONG>(a, b)
+    } else {
+        contiguous_lanes::<T, LANES_SHORT>(a, b)
+    }
+}
+
+#[inline(always)]
+fn contiguous_lanes<T: Element, const LANES: usize>(a: &[T], b: &[T]) -> Sums<T::Acc> {
     let z = T::Acc::ZERO;
     let (mut d, mut s1, mut s2) = ([z; LANES], [z; LANES], [z; LANES]);
     let n = a.len().min(b.len());
@@ -148,10 +169,16 @@ pub struct Lane<'a, T> {
 impl<T: Element> Lane<'_, T> {
     /// Elements `k` of the reduced axis for outputs `0..n`, in the accumulator type.
     #[inline(always)]
-    fn load<'b>(&'b self, k: usize, n: usize, buf: &'b mut [T::Acc; CHUNK]) -> &'b [T::Acc] {
+    fn load<'b>(&'b self, k: usize, n: usize, buf: &'b mut [T::Acc; ALONG]) -> &'b [T::Acc] {
         let p = self.base + k * self.reduce_stride;
         match self.inner_stride {
-            1 => as_acc(&self.data[p..p + n], buf),
+            1 => match T::as_acc_slice(&self.data[p..p + n]) {
+                Some(s) => s,
+                None => {
+                    T::to_acc_slice(&self.data[p..p + n], &mut buf[..n]);
+                    &buf[..n]
+                }
+            },
             0 => {
                 let v = self.data[p].to_acc();
                 buf[..n].fill(v);
@@ -170,26 +197,27 @@ impl<T: Element> Lane<'_, T> {
 simd_dispatch!(along_block<T>(x1: Lane<'_, T>, x2: Lane<'_, T>, len: usize, eps: T::Acc, out: &mut [T::Acc]) -> () {
     let n = out.len();
     let z = T::Acc::ZERO;
-    let (mut d, mut s1, mut s2) = ([z; CHUNK], [z; CHUNK], [z; CHUNK]);
+    let (mut d, mut s1, mut s2) = ([z; ALONG], [z; ALONG], [z; ALONG]);
     let (d, s1, s2) = (&mut d[..n], &mut s1[..n], &mut s2[..n]);
-    let (mut ba, mut bb) = ([z; CHUNK], [z; CHUNK]);
+    let (mut ba, mut bb) = ([z; ALONG], [z; ALONG]);
     for k in 0..len {
         let (a, b) = (x1.load(k, n, &mut ba), x2.load(k, n, &mut bb));
-        for i in 0..n {
-            let (x, y) = (a[i], b[i]);
-            d[i] = d[i] + x * y;
-            s1[i] = s1[i] + x * x;
-            s2[i] = s2[i] + y * y;
+        // Zipped iterators: no bounds checks, so the loop vectorises.
+        let acc = d.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut());
+        for (((d, s1), s2), (&x, &y)) in acc.zip(a.iter().zip(b)) {
+            *d = *d + x * y;
+            *s1 = *s1 + x * x;
+            *s2 = *s2 + y * y;
         }
     }
-    for i in 0..n {
-        out[i] = crate::cosine::finish(d[i], s1[i], s2[i], eps);
+    for (o, ((&d, &s1), &s2)) in out.iter_mut().zip(d.iter().zip(s1.iter()).zip(s2.iter())) {
+        *o = crate::cosine::finish(d, s1, s2, eps);
     }
 });
 
 /// Pairwise sum of the lanes, for accuracy and a short dependency chain.
 #[inline(always)]
-fn tree<A: Accum>(mut v: [A; LANES]) -> A {
+fn tree<A: Accum, const LANES: usize>(mut v: [A; LANES]) -> A {
     let mut w = LANES;
     while w > 1 {
         w /= 2;
