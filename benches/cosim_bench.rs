@@ -217,7 +217,7 @@ fn cpu_case<T: Element>(
         bytes: (n1 + n2 + out_len) as f64 * sz,
         ceiling_gbps: read,
         ceiling_name: "read",
-        extra_bytes: out_len * std::mem::size_of::<T::Acc>(),
+        extra_bytes: 0,
     };
     println!(
         "cpu {:<50} {:>5} {:9.3} ms {:7.1} GB/s {:5.1}% of read",

@@ -14,8 +14,8 @@ const SPLIT_CHUNK: usize = 1 << 16;
 /// Elements of short rows that one task handles.
 const ROWS_TASK: usize = 1 << 14;
 
-/// The similarity of every output vector, in the accumulator type, computed in parallel.
-fn for_each_block<T: Element>(plan: &Plan, x1: &[T], x2: &[T], out: &mut [T::Acc]) {
+/// The similarity of every output vector, written in the output type, computed in parallel.
+pub fn similarity<T: Element>(plan: &Plan, x1: &[T], x2: &[T], out: &mut [T]) {
     if out.is_empty() {
         return;
     }
@@ -44,7 +44,7 @@ fn for_each_block<T: Element>(plan: &Plan, x1: &[T], x2: &[T], out: &mut [T::Acc
                         .zip(b.par_chunks(SPLIT_CHUNK))
                         .map(|(ca, cb)| sums::contiguous(ca, cb))
                         .reduce(|| Sums::ZERO, Sums::add);
-                    *o = s.cosine(eps);
+                    *o = T::from_acc(s.cosine(eps));
                 }
             }
         }
@@ -77,16 +77,6 @@ fn for_each_block<T: Element>(plan: &Plan, x1: &[T], x2: &[T], out: &mut [T::Acc
     }
 }
 
-/// Similarities in the output type.
-pub fn similarity<T: Element>(plan: &Plan, x1: &[T], x2: &[T], out: &mut [T]) {
-    let mut acc = vec![T::Acc::ZERO; out.len()];
-    for_each_block(plan, x1, x2, &mut acc);
-    out.par_iter_mut()
-        .zip(acc.par_iter())
-        .with_min_len(4096)
-        .for_each(|(o, &a)| *o = T::from_acc(a));
-}
-
 /// Similarities, plus input `y` (1 or 2) scaled per output vector by its similarity: the
 /// weighted tensor has the broadcast shape, i.e. `[outputs, plan.reduce.len]` row-major.
 pub fn reweight<T: Element>(
@@ -97,11 +87,7 @@ pub fn reweight<T: Element>(
     weighted: &mut [T],
     sims: &mut [T],
 ) {
-    let mut acc = vec![T::Acc::ZERO; sims.len()];
-    for_each_block(plan, x1, x2, &mut acc);
-    for (o, &a) in sims.iter_mut().zip(&acc) {
-        *o = T::from_acc(a);
-    }
+    similarity(plan, x1, x2, sims);
     let red = plan.reduce;
     if red.len == 0 {
         return;
@@ -118,7 +104,7 @@ pub fn reweight<T: Element>(
             let (b1, b2) = offsets(&plan.outer, o);
             let base = if y == 1 { b1 } else { b2 };
             // The returned (rounded) similarity, so that weighted == y · sim holds exactly.
-            let s = T::from_acc(acc[o]).to_acc();
+            let s = sims[o].to_acc();
             for (k, w) in row.iter_mut().enumerate() {
                 *w = T::from_acc(src[base + k * stride].to_acc() * s);
             }

@@ -117,11 +117,11 @@ simd_dispatch!(contiguous<T>(a: &[T], b: &[T]) -> Sums<T::Acc> {
     contiguous_inline(a, b)
 });
 
-simd_dispatch!(rows<T>(x1: &[T], x2: &[T], axes: &[Axis], first: usize, len: usize, eps: T::Acc, out: &mut [T::Acc]) -> () {
+simd_dispatch!(rows<T>(x1: &[T], x2: &[T], axes: &[Axis], first: usize, len: usize, eps: T::Acc, out: &mut [T]) -> () {
     let mut walk = Walk::new(axes, first);
     for o in out.iter_mut() {
         let (b1, b2) = walk.offsets();
-        *o = contiguous_inline(&x1[b1..b1 + len], &x2[b2..b2 + len]).cosine(eps);
+        *o = T::from_acc(contiguous_inline(&x1[b1..b1 + len], &x2[b2..b2 + len]).cosine(eps));
         walk.advance();
     }
 });
@@ -194,7 +194,7 @@ impl<T: Element> Lane<'_, T> {
     }
 }
 
-simd_dispatch!(along_block<T>(x1: Lane<'_, T>, x2: Lane<'_, T>, len: usize, eps: T::Acc, out: &mut [T::Acc]) -> () {
+simd_dispatch!(along_block<T>(x1: Lane<'_, T>, x2: Lane<'_, T>, len: usize, eps: T::Acc, out: &mut [T]) -> () {
     let n = out.len();
     let z = T::Acc::ZERO;
     let (mut d, mut s1, mut s2) = ([z; ALONG], [z; ALONG], [z; ALONG]);
@@ -211,7 +211,7 @@ simd_dispatch!(along_block<T>(x1: Lane<'_, T>, x2: Lane<'_, T>, len: usize, eps:
         }
     }
     for (o, ((&d, &s1), &s2)) in out.iter_mut().zip(d.iter().zip(s1.iter()).zip(s2.iter())) {
-        *o = crate::cosine::finish(d, s1, s2, eps);
+        *o = T::from_acc(crate::cosine::finish(d, s1, s2, eps));
     }
 });
 
