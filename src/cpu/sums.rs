@@ -99,11 +99,16 @@ fn lanes<A: Accum, const LANES: usize>(
     let mut ca = a.chunks_exact(LANES);
     let mut cb = b.chunks_exact(LANES);
     for (xa, xb) in (&mut ca).zip(&mut cb) {
-        for l in 0..LANES {
-            let (x, y) = (xa[l], xb[l]);
-            d[l] = d[l] + x * y;
-            s1[l] = s1[l] + x * x;
-            s2[l] = s2[l] + y * y;
+        // Fixed-size arrays and zipped iterators: one vector op per accumulator and chunk.
+        let (xa, xb): (&[A; LANES], &[A; LANES]) = match (xa.try_into(), xb.try_into()) {
+            (Ok(xa), Ok(xb)) => (xa, xb),
+            _ => continue, // unreachable: chunks_exact yields LANES elements
+        };
+        let acc = d.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut());
+        for (((d, s1), s2), (&x, &y)) in acc.zip(xa.iter().zip(xb)) {
+            *d = *d + x * y;
+            *s1 = *s1 + x * x;
+            *s2 = *s2 + y * y;
         }
     }
     for (l, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
@@ -118,11 +123,26 @@ simd_dispatch!(contiguous<T>(a: &[T], b: &[T]) -> Sums<T::Acc> {
 });
 
 simd_dispatch!(rows<T>(x1: &[T], x2: &[T], axes: &[Axis], first: usize, len: usize, eps: T::Acc, out: &mut [T]) -> () {
+    // Sums of 16 rows first, then their 16 cosines together: the square roots and divisions
+    // vectorise instead of each row waiting on its own.
+    const GROUP: usize = 16;
     let mut walk = Walk::new(axes, first);
-    for o in out.iter_mut() {
-        let (b1, b2) = walk.offsets();
-        *o = T::from_acc(contiguous_inline(&x1[b1..b1 + len], &x2[b2..b2 + len]).cosine(eps));
-        walk.advance();
+    let z = T::Acc::ZERO;
+    for group in out.chunks_mut(GROUP) {
+        let (mut d, mut s1, mut s2) = ([z; GROUP], [z; GROUP], [z; GROUP]);
+        for ((d, s1), s2) in d.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut()).take(group.len()) {
+            let (b1, b2) = walk.offsets();
+            let s = contiguous_inline(&x1[b1..b1 + len], &x2[b2..b2 + len]);
+            (*d, *s1, *s2) = (s.dot, s.n1, s.n2);
+            walk.advance();
+        }
+        let mut c = [z; GROUP];
+        for (c, ((&d, &s1), &s2)) in c.iter_mut().zip(d.iter().zip(&s1).zip(&s2)) {
+            *c = crate::cosine::finish(d, s1, s2, eps);
+        }
+        for (o, &c) in group.iter_mut().zip(&c) {
+            *o = T::from_acc(c);
+        }
     }
 });
 
@@ -166,7 +186,15 @@ pub struct Lane<'a, T> {
     pub reduce_stride: usize,
 }
 
-impl<T: Element> Lane<'_, T> {
+impl<'a, T: Element> Lane<'a, T> {
+    /// Step `k` of the reduced axis for outputs `0..n`, read in place (f32/f64 only; empty
+    /// for other types, which callers rule out first).
+    #[inline(always)]
+    fn native(&self, k: usize, n: usize) -> &'a [T::Acc] {
+        let p = self.base + k * self.reduce_stride;
+        T::as_acc_slice(&self.data[p..p + n]).unwrap_or(&[])
+    }
+
     /// Elements `k` of the reduced axis for outputs `0..n`, in the accumulator type.
     #[inline(always)]
     fn load<'b>(&'b self, k: usize, n: usize, buf: &'b mut [T::Acc; ALONG]) -> &'b [T::Acc] {
@@ -199,15 +227,79 @@ simd_dispatch!(along_block<T>(x1: Lane<'_, T>, x2: Lane<'_, T>, len: usize, eps:
     let z = T::Acc::ZERO;
     let (mut d, mut s1, mut s2) = ([z; ALONG], [z; ALONG], [z; ALONG]);
     let (d, s1, s2) = (&mut d[..n], &mut s1[..n], &mut s2[..n]);
-    let (mut ba, mut bb) = ([z; ALONG], [z; ALONG]);
-    for k in 0..len {
-        let (a, b) = (x1.load(k, n, &mut ba), x2.load(k, n, &mut bb));
-        // Zipped iterators: no bounds checks, so the loop vectorises.
-        let acc = d.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut());
-        for (((d, s1), s2), (&x, &y)) in acc.zip(a.iter().zip(b)) {
-            *d = *d + x * y;
-            *s1 = *s1 + x * x;
-            *s2 = *s2 + y * y;
+    let mut buf = [z; ALONG];
+    // One input constant along the block (broadcast: inner stride 0), e.g. every pixel against
+    // one prototype: its square sum is one scalar, and it is never expanded into a buffer.
+    let constant = match (x1.inner_stride, x2.inner_stride) {
+        (_, 0) => Some((x1, x2, &mut *s1, &mut *s2)),
+        (0, _) => Some((x2, x1, &mut *s2, &mut *s1)),
+        _ => None,
+    };
+    if let Some((var, con, svar, scon_slot)) = constant {
+        let mut scon = z;
+        let scalar = |k: usize| con.data[con.base + k * con.reduce_stride].to_acc();
+        let mut k = 0;
+        if var.inner_stride == 1 && T::as_acc_slice(var.data).is_some() {
+            // In place, four steps of the reduced axis per pass over the accumulators.
+            while k + 4 <= len {
+                let (a0, a1, a2, a3) = (var.native(k, n), var.native(k + 1, n), var.native(k + 2, n), var.native(k + 3, n));
+                let (y0, y1, y2, y3) = (scalar(k), scalar(k + 1), scalar(k + 2), scalar(k + 3));
+                scon = scon + (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3);
+                let a = a0.iter().zip(a1).zip(a2.iter().zip(a3));
+                for ((d, s), ((&x0, &x1), (&x2, &x3))) in d.iter_mut().zip(svar.iter_mut()).zip(a) {
+                    *d = *d + (x0 * y0 + x1 * y1) + (x2 * y2 + x3 * y3);
+                    *s = *s + (x0 * x0 + x1 * x1) + (x2 * x2 + x3 * x3);
+                }
+                k += 4;
+            }
+        }
+        for k in k..len {
+            let a = var.load(k, n, &mut buf);
+            let y = scalar(k);
+            scon = scon + y * y;
+            for ((d, s), &x) in d.iter_mut().zip(svar.iter_mut()).zip(a) {
+                *d = *d + x * y;
+                *s = *s + x * x;
+            }
+        }
+        scon_slot.fill(scon);
+    } else if x1.inner_stride == 1 && x2.inner_stride == 1 && T::as_acc_slice(x1.data).is_some() {
+        // f32/f64 read in place: take four steps of the reduced axis per pass over the
+        // accumulators, which quarters their load/store traffic.
+        let mut k = 0;
+        while k + 4 <= len {
+            let (a0, a1, a2, a3) = (x1.native(k, n), x1.native(k + 1, n), x1.native(k + 2, n), x1.native(k + 3, n));
+            let (b0, b1, b2, b3) = (x2.native(k, n), x2.native(k + 1, n), x2.native(k + 2, n), x2.native(k + 3, n));
+            let a = a0.iter().zip(a1).zip(a2.iter().zip(a3));
+            let b = b0.iter().zip(b1).zip(b2.iter().zip(b3));
+            let acc = d.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut());
+            for ((((d, s1), s2), ((&x0, &x1), (&x2, &x3))), ((&y0, &y1), (&y2, &y3))) in acc.zip(a).zip(b) {
+                *d = *d + (x0 * y0 + x1 * y1) + (x2 * y2 + x3 * y3);
+                *s1 = *s1 + (x0 * x0 + x1 * x1) + (x2 * x2 + x3 * x3);
+                *s2 = *s2 + (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3);
+            }
+            k += 4;
+        }
+        for k in k..len {
+            let (a, b) = (x1.native(k, n), x2.native(k, n));
+            let acc = d.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut());
+            for (((d, s1), s2), (&x, &y)) in acc.zip(a.iter().zip(b)) {
+                *d = *d + x * y;
+                *s1 = *s1 + x * x;
+                *s2 = *s2 + y * y;
+            }
+        }
+    } else {
+        let mut bb = [z; ALONG];
+        for k in 0..len {
+            let (a, b) = (x1.load(k, n, &mut buf), x2.load(k, n, &mut bb));
+            // Zipped iterators: no bounds checks, so the loop vectorises.
+            let acc = d.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut());
+            for (((d, s1), s2), (&x, &y)) in acc.zip(a.iter().zip(b)) {
+                *d = *d + x * y;
+                *s1 = *s1 + x * x;
+                *s2 = *s2 + y * y;
+            }
         }
     }
     for (o, ((&d, &s1), &s2)) in out.iter_mut().zip(d.iter().zip(s1.iter()).zip(s2.iter())) {
