@@ -6,7 +6,8 @@
 //!   with the device memory each op allocates besides its output.
 //!
 //! Effective bytes = bytes of both inputs read once + bytes written. Flags: `--json PATH`
-//! (also writes a markdown table next to it, PATH with .md), `--cpu-only`, `--gpu-only`.
+//! (also writes a markdown table next to it, PATH with .md), `--label TEXT` (a line heading
+//! both files: date, machine, commit), `--cpu-only`, `--gpu-only`.
 
 use cosim::{cpu, f16, Element};
 use rayon::prelude::*;
@@ -101,6 +102,21 @@ fn read_sum(c: &[f32]) -> f32 {
     body(c)
 }
 
+/// Read bandwidth with two input streams per thread, the access pattern of every op here:
+/// median GB/s of summing two 256 MiB buffers side by side.
+fn read_ceiling(a: &[f32], b: &[f32]) -> f64 {
+    let mut sink = 0f32;
+    let ms = time_cpu(11, || {
+        sink += a
+            .par_chunks(1 << 16)
+            .zip(b.par_chunks(1 << 16))
+            .map(|(x, y)| read_sum(x) + read_sum(y))
+            .sum::<f32>();
+    });
+    std::hint::black_box(sink);
+    8.0 * a.len() as f64 / (ms * 1e-3) / 1e9
+}
+
 fn cpu_section(rows: &mut Vec<Row>) {
     let n = 1usize << 26; // 256 MiB of f32
     let src = random::<f32>(n, 1);
@@ -111,14 +127,9 @@ fn cpu_section(rows: &mut Vec<Row>) {
             .for_each(|(d, s)| d.copy_from_slice(s))
     });
     let copy = 2.0 * 4.0 * n as f64 / (copy_ms * 1e-3) / 1e9;
-    let mut sink = 0f32;
-    let read_ms = time_cpu(11, || {
-        sink += src.par_chunks(1 << 16).map(read_sum).sum::<f32>();
-    });
-    std::hint::black_box(sink);
-    let read = 4.0 * n as f64 / (read_ms * 1e-3) / 1e9;
+    let read = read_ceiling(&src, &dst);
     println!(
-        "CPU: {} threads, copy {copy:.1} GB/s (read+write), read {read:.1} GB/s",
+        "CPU: {} threads, copy {copy:.1} GB/s (read+write), read {read:.1} GB/s (two streams)",
         rayon::current_num_threads()
     );
     rows.push(Row {
@@ -131,7 +142,6 @@ fn cpu_section(rows: &mut Vec<Row>) {
         ceiling_name: "read",
         extra_bytes: 0,
     });
-    drop(dst);
     cpu_case::<f32>(
         rows,
         "dim=1 [16,256,64,64]",
@@ -180,6 +190,14 @@ fn cpu_section(rows: &mut Vec<Row>) {
         Op::Along(1),
         read,
     );
+    // This machine's bandwidth drifts with its neighbours: measure the ceiling again after
+    // the cases and judge every case against the better of the two readings.
+    let read_after = read_ceiling(&src, &dst);
+    let best = read.max(read_after);
+    println!("CPU read ceiling again: {read_after:.1} GB/s; cases judged against {best:.1} GB/s");
+    for r in rows.iter_mut().filter(|r| r.backend == "cpu") {
+        r.ceiling_gbps = best;
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -464,10 +482,13 @@ mod gpu {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let flag = |f: &str| args.iter().any(|a| a == f);
-    let json_path = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1).cloned());
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let json_path = value("--json");
+    let label = value("--label").unwrap_or_default();
     let mut rows = Vec::new();
     if !flag("--gpu-only") {
         cpu_section(&mut rows);
@@ -488,9 +509,10 @@ fn main() -> anyhow::Result<()> {
             .collect();
         std::fs::write(
             &path,
-            serde_json::to_string_pretty(&json!({"rows": items}))?,
+            serde_json::to_string_pretty(&json!({"label": label, "rows": items}))?,
         )?;
-        let mut md = String::from("| backend | case | dtype | median ms | GB/s | % of ceiling | extra memory (host for cpu, device for cuda) |\n|---|---|---|---:|---:|---:|---:|\n");
+        let mut md = format!("{label}\n\n");
+        md += &String::from("| backend | case | dtype | median ms | GB/s | % of ceiling | extra memory (host for cpu, device for cuda) |\n|---|---|---|---:|---:|---:|---:|\n");
         for r in &rows {
             md += &format!(
                 "| {} | {} | {} | {:.3} | {:.0} | {:.1}% of {} | {} B |\n",

@@ -34,5 +34,6 @@ for tool in memcheck racecheck; do
   tail -3 "$OUT/sanitizer-$tool.log"
 done
 echo "== benchmarks"
-timeout 240 $B/bench-cosim_bench --gpu-only --json "$OUT/bench.json" | tee "$OUT/bench.log" || status=1
+label="# cosim GPU benchmarks: $(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), commit $(head -1 $B/COMMIT)"
+timeout 240 $B/bench-cosim_bench --gpu-only --json "$OUT/bench.json" --label "$label" | tee "$OUT/bench.log" || status=1
 exit $status
