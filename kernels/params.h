@@ -31,14 +31,20 @@ typedef struct cosim_along_params {
     int64_t reduce_len;
     int64_t reduce_stride1;
     int64_t reduce_stride2;
+    /* With splits > 1, block row blockIdx.y sums steps [y·chunk, (y+1)·chunk) of the reduced
+     * axis into partials laid out [split][3][output], and cosim_along_finish_* combines them
+     * (few outputs, long reductions: keeps every SM busy). */
+    int64_t splits;
+    int64_t chunk;
     double eps;
 } cosim_along_params;
 
-/* Cosine of rows that are contiguous in both inputs: row r starts at the offsets that
- * `rows` gives for r, and has `row_len` elements. With `splits` > 1 each row is cut into
- * `splits` chunks of `chunk` elements whose partial sums are combined by a second kernel.
- * For reweighting, `stride_y` gives the row offsets of the tensor being reweighted (one of
- * the two inputs), and the weighted rows are written contiguously. */
+/* Cosine of rows that are contiguous in the inputs: row r starts at the offsets that
+ * `rows` gives for r, and has `row_len` elements; the input named by `constant_input` (1 or
+ * 2; 0: none) instead holds one value per row, repeated (reduced-axis stride 0). With
+ * `splits` > 1 each row is cut into `splits` chunks of `chunk` elements whose partial sums
+ * are combined by a second kernel. With `reweight_input` (1 or 2; 0: none), that input's
+ * rows are also written, scaled by their similarity, contiguously into `weighted`. */
 typedef struct cosim_rows_params {
     cosim_index rows;
     int64_t row_count;
@@ -46,8 +52,8 @@ typedef struct cosim_rows_params {
     int64_t splits;
     int64_t chunk;
     double eps;
-    int32_t reweight_input; /* 1 or 2: which input is reweighted; 0: none */
-    int32_t _pad;
+    int32_t reweight_input;
+    int32_t constant_input;
 } cosim_rows_params;
 
 #endif

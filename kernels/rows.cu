@@ -1,5 +1,6 @@
-// Cosine of rows that are contiguous in both inputs (the reduced dim is innermost, or the
-// flattened per-channel maps). Three shapes of work:
+// Cosine of rows that are contiguous in the inputs (the reduced dim is innermost, or the
+// flattened per-channel maps), or contiguous in one input and one repeated value in the other
+// (params.h: constant_input). Three shapes of work:
 //  - group: G lanes per row (G = 4..32), for short rows; many rows per warp in flight;
 //  - block: one block per (row, split); with one split it finishes the row itself, with
 //    more it leaves partial sums for `rows_finish` (few long rows: keeps every SM busy);
@@ -36,18 +37,65 @@ __device__ __forceinline__ void scale_row(const T* y, int64_t y_stride, T* w, in
     }
 }
 
+// Sums over the part [begin, end) of a row that this lane (index `lane` of `width` lanes)
+// covers, V elements at a time. With `constant` = 1 or 2, that input is one value repeated
+// (read once). Four vector pairs are loaded before any is used, so each thread keeps 4×32
+// bytes in flight instead of waiting on one pair at a time.
 template <typename T, int V>
-__device__ __forceinline__ Sums<acc_t<T>> row_sums(const T* a, const T* b, int64_t begin,
-                                                   int64_t end, int lane, int width) {
+__device__ __forceinline__ Sums<acc_t<T>> row_sums(const T* a, const T* b, int constant,
+                                                   int64_t begin, int64_t end, int lane,
+                                                   int width) {
     Sums<acc_t<T>> s = Sums<acc_t<T>>::zero();
-#pragma unroll 4
-    for (int64_t j = begin + (int64_t)lane * V; j < end; j += (int64_t)width * V) {
+    const int64_t step = (int64_t)width * V;
+    int64_t j = begin + (int64_t)lane * V;
+    if (constant != 0) {
+        // One side is a splat: only the other is streamed.
+        const Pack<T, V> c = splat<T, V>(constant == 1 ? a : b);
+        const T* v = constant == 1 ? b : a;
+        for (; j + 3 * step < end; j += 4 * step) {
+            Pack<T, V> x[4];
+#pragma unroll
+            for (int u = 0; u < 4; ++u) x[u] = load_pack<T, V>(v + j + u * step);
+#pragma unroll
+            for (int u = 0; u < 4; ++u)
+#pragma unroll
+                for (int q = 0; q < V; ++q)
+                    if (constant == 1) s.add(to_acc(c.v[q]), to_acc(x[u].v[q]));
+                    else s.add(to_acc(x[u].v[q]), to_acc(c.v[q]));
+        }
+        for (; j < end; j += step) {
+            const Pack<T, V> x = load_pack<T, V>(v + j);
+#pragma unroll
+            for (int q = 0; q < V; ++q)
+                if (constant == 1) s.add(to_acc(c.v[q]), to_acc(x.v[q]));
+                else s.add(to_acc(x.v[q]), to_acc(c.v[q]));
+        }
+        return s;
+    }
+    for (; j + 3 * step < end; j += 4 * step) {
+        Pack<T, V> va[4], vb[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            va[u] = load_pack<T, V>(a + j + u * step);
+            vb[u] = load_pack<T, V>(b + j + u * step);
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+            for (int q = 0; q < V; ++q) s.add(to_acc(va[u].v[q]), to_acc(vb[u].v[q]));
+    }
+    for (; j < end; j += step) {
         const Pack<T, V> va = load_pack<T, V>(a + j);
         const Pack<T, V> vb = load_pack<T, V>(b + j);
 #pragma unroll
         for (int q = 0; q < V; ++q) s.add(to_acc(va.v[q]), to_acc(vb.v[q]));
     }
     return s;
+}
+
+// Element stride of the reweighted input along its row: 0 when it is the constant one.
+__device__ __forceinline__ int64_t reweight_stride(const cosim_rows_params& p) {
+    return p.constant_input == p.reweight_input ? 0 : 1;
 }
 
 // G lanes per row. All groups of a warp walk the same sequence of row bases, so the warp
@@ -68,14 +116,15 @@ __device__ __forceinline__ void rows_group(const cosim_rows_params& p, const T* 
         const bool live = r < p.row_count;
         int64_t off1 = 0, off2 = 0;
         if (live) outer_offsets(p.rows, r, off1, off2);
-        Sums<A> s = live ? row_sums<T, V>(x1 + off1, x2 + off2, 0, p.row_len, lane, G) : Sums<A>::zero();
+        Sums<A> s = live ? row_sums<T, V>(x1 + off1, x2 + off2, p.constant_input, 0, p.row_len, lane, G)
+                         : Sums<A>::zero();
         s = group_sum<G>(s);
         if (!live) continue;
         const T sim = from_acc<T>(finish(s, eps));
         if (lane == 0) out[r] = sim;
         if (p.reweight_input != 0) {
-            scale_row<T, V>(reweight_source(p, x1, x2, off1, off2), 1, weighted + r * p.row_len, 0,
-                            p.row_len, lane, G, to_acc(sim));
+            scale_row<T, V>(reweight_source(p, x1, x2, off1, off2), reweight_stride(p),
+                            weighted + r * p.row_len, 0, p.row_len, lane, G, to_acc(sim));
         }
     }
 }
@@ -98,7 +147,8 @@ __device__ __forceinline__ void rows_block(const cosim_rows_params& p, const T* 
         const int64_t end = min(p.row_len, begin + p.chunk);
         int64_t off1, off2;
         outer_offsets(p.rows, r, off1, off2);
-        Sums<A> s = row_sums<T, V>(x1 + off1, x2 + off2, begin, end, threadIdx.x, blockDim.x);
+        Sums<A> s = row_sums<T, V>(x1 + off1, x2 + off2, p.constant_input, begin, end, threadIdx.x,
+                                   blockDim.x);
         s = block_sum(s, scratch);
         if (p.splits > 1) {
             if (threadIdx.x == 0) {
@@ -114,8 +164,9 @@ __device__ __forceinline__ void rows_block(const cosim_rows_params& p, const T* 
             }
             if (p.reweight_input != 0) {
                 __syncthreads();
-                scale_row<T, V>(reweight_source(p, x1, x2, off1, off2), 1, weighted + r * p.row_len, 0,
-                                p.row_len, threadIdx.x, blockDim.x, shared_sim);
+                scale_row<T, V>(reweight_source(p, x1, x2, off1, off2), reweight_stride(p),
+                                weighted + r * p.row_len, 0, p.row_len, threadIdx.x, blockDim.x,
+                                shared_sim);
             }
         }
         __syncthreads();

@@ -402,6 +402,32 @@ fn many_rows<T: Element>(seed: u64) -> Result<()> {
 }
 per_dtype!(large_many_rows, many_rows, 3300);
 
+/// One input holds one value per output vector (its reduced dim has size 1) while the other
+/// is contiguous: short rows, long split rows, either side constant, flattened channels.
+fn constant_per_row<T: Element>(seed: u64) -> Result<()> {
+    check_along::<T>(seed, &[5, 1000], &[5, 1], 1)?;
+    check_along::<T>(seed + 1, &[7, 1], &[7, 33], -1)?;
+    check_along::<T>(seed + 2, &[1, 70_000], &[1, 1], 1)?;
+    check_along::<T>(seed + 3, &[1, 1], &[2, 70_000], 1)?;
+    let mut r = rng(seed + 4);
+    let (s1, s2) = ([2usize, 3, 7, 9], [2usize, 3, 1, 1]);
+    let (x1, x2): (Vec<T>, Vec<T>) = (random_input(&mut r, &s1), random_input(&mut r, &s2));
+    let (want, _) = reference_flattened(&x1, &s1, &x2, &s2, 2, EPS);
+    assert_close(
+        &cpu::channel_similarity(&x1, &s1, &x2, &s2, 2, None)?.values,
+        &want,
+        "constant channels",
+    );
+    // Products stay elementwise: an infinite constant against a zero element gives NaN.
+    let a = [T::from_f64(0.0), T::from_f64(1.0)];
+    let inf = [T::from_f64(f64::INFINITY)];
+    let got = cpu::cosine_similarity(&a, &[1, 2], &inf, &[1, 1], 1, None)?;
+    ensure!(got.values[0].to_f64().is_nan(), "{:?}", got.values);
+    Ok(())
+}
+
+per_dtype!(large_constant_per_row, constant_per_row, 3400);
+
 /// Per-channel similarity of maps large enough for several threads: [4, 8, 64, 64].
 #[test]
 fn large_flattened_channels() -> Result<()> {

@@ -57,16 +57,17 @@ fn check_along<T: CudaElement>(
         upload_shifted(cuda, &h2, 0)?,
     );
     let (want, shape) = reference_along(&h1, s1, &h2, s2, dim, eps.unwrap_or(1e-8));
-    let mut out = cuda.upload(&poisoned::<T>(want.len().max(1), poison(case)))?;
-    let mut out_view = out.slice_mut(..want.len());
+    // The output is shifted too: its own alignment decides the vector stores.
+    let mut out = cuda.upload(&poisoned::<T>(want.len() + shift, poison(case)))?;
+    let mut out_view = out.slice_mut(shift..);
     let got_shape =
         cuda.cosine_similarity_into(&mut out_view, &view(&d1, shift), s1, &d2, s2, dim, eps)?;
     assert_eq!(got_shape, shape, "{s1:?} vs {s2:?} dim {dim}");
     let got = cuda.download(&out)?;
     let what =
         format!("cuda along {s1:?} vs {s2:?} dim {dim} eps {eps:?} shift {shift} case {case}");
-    assert_close(&got[..want.len()], &want, &what);
-    assert_unit_bounded(&got[..want.len()], &what);
+    assert_close(&got[shift..], &want, &what);
+    assert_unit_bounded(&got[shift..], &what);
     Ok(())
 }
 
@@ -102,29 +103,32 @@ fn check_flat<T: CudaElement>(
 
 /// Reweighting: similarities against the reference, and the weighted tensor exactly equal
 /// to y · sim in T's arithmetic (the documented contract), both outputs poisoned first.
+/// `shift` moves y and the weighted output off 16-byte alignment.
 fn check_reweight<T: CudaElement>(
     cuda: &Cuda,
     r: &mut SmallRng,
-    sx: &[usize],
-    sy: &[usize],
+    (sx, sy): (&[usize], &[usize]),
     from: usize,
+    shift: usize,
     case: usize,
 ) -> Result<()> {
     let (hx, hy) = (random_input::<T>(r, sx), random_input::<T>(r, sy));
-    let (dx, dy) = (cuda.upload(&hx)?, cuda.upload(&hy)?);
+    let (dx, dy) = (cuda.upload(&hx)?, upload_shifted(cuda, &hy, shift)?);
     let (want, sim_shape) = reference_flattened(&hx, sx, &hy, sy, from, 1e-8);
     let bshape = broadcast_shape(sx, sy).expect("valid shapes");
     let n = numel(&bshape);
-    let mut w = cuda.upload(&poisoned::<T>(n, poison(case)))?;
+    let mut w = cuda.upload(&poisoned::<T>(n + shift, poison(case)))?;
     let mut s = cuda.upload(&poisoned::<T>(want.len(), poison(case + 1)))?;
+    let mut w_view = w.slice_mut(shift..);
+    let y_view = view(&dy, shift);
     let (wshape, sshape) =
-        cuda.reweight_channels_into(&mut w, &mut s, &dx, sx, &dy, sy, from, None)?;
+        cuda.reweight_channels_into(&mut w_view, &mut s, &dx, sx, &y_view, sy, from, None)?;
     assert_eq!(
         (wshape.as_slice(), sshape.as_slice()),
         (bshape.as_slice(), sim_shape.as_slice())
     );
-    let (w, s) = (cuda.download(&w)?, cuda.download(&s)?);
-    let what = format!("cuda reweight {sx:?} vs {sy:?} from {from} case {case}");
+    let (w, s) = (cuda.download(&w)?[shift..].to_vec(), cuda.download(&s)?);
+    let what = format!("cuda reweight {sx:?} vs {sy:?} from {from} shift {shift} case {case}");
     assert_close(&s, &want, &what);
     let y = materialise(&hy, sy, &bshape);
     let len = n / want.len().max(1);
@@ -195,6 +199,12 @@ fn variants<T: CudaElement>(seed: u64) -> Result<()> {
         (&[2, 256, 32, 32], &[2, 256, 32, 32], 1),
         (&[64, 2, 64, 64], &[64, 2, 64, 64], 1), // the seed's C = 2
         (&[5, 3], &[5, 1], 1),                   // x2 broadcast along the reduced dim
+        (&[5, 1000], &[5, 1], 1),                // one value per row in x2: rows + splat
+        (&[7, 1], &[7, 33], -1),                 // one value per row in x1
+        (&[1, 1], &[3, 100_000], 1),             // long constant rows, split
+        (&[1 << 16, 16], &[1 << 16, 16], 0),     // few outputs, long reduction: split along
+        (&[40_000, 3], &[40_000, 3], 0),         // the same, scalar
+        (&[3000, 2, 8], &[1, 2, 8], 0),          // split along with a broadcast input
     ];
     let mut case = 0;
     for (s1, s2, dim) in along {
@@ -253,7 +263,9 @@ fn reweights<T: CudaElement>(seed: u64) -> Result<()> {
         (&[2, 3, 5, 5], &[2, 3, 1, 1], 2),         // y constant per channel
     ];
     for (case, (sx, sy, from)) in cases.iter().enumerate() {
-        check_reweight::<T>(&cuda, &mut r, sx, sy, *from, case)?;
+        for shift in [0, 1] {
+            check_reweight::<T>(&cuda, &mut r, (sx, sy), *from, shift, 2 * case + shift)?;
+        }
     }
     Ok(())
 }
@@ -354,6 +366,18 @@ fn edges_seeded<T: CudaElement>(_seed: u64) -> Result<()> {
     edges::<T>()
 }
 per_dtype!(edge_cases, edges_seeded, 400);
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn scratch_is_reported_and_empty_outputs_need_none() -> Result<()> {
+    let cuda = gpu();
+    let p = cosim::plan::Plan::along(&[0, 4096], &[0, 4096], 1, None)?;
+    assert_eq!(cuda.scratch_bytes::<f32>(&p), 0);
+    let p = cosim::plan::Plan::along(&[8, 1 << 25], &[8, 1 << 25], 1, None)?;
+    let bytes = cuda.scratch_bytes::<f32>(&p);
+    assert!(bytes > 0 && bytes < 1 << 20, "{bytes}");
+    Ok(())
+}
 
 #[test]
 #[ignore = "needs a CUDA device"]

@@ -21,60 +21,84 @@ pub fn similarity<T: Element>(plan: &Plan, x1: &[T], x2: &[T], out: &mut [T]) {
     }
     let eps = T::Acc::from_f64(plan.eps);
     let red = plan.reduce;
+    // One input holding one value per output vector while the other is contiguous: rows.
+    let constant = match (red.stride1, red.stride2) {
+        (0, 1) => 1,
+        (1, 0) => 2,
+        _ => 0,
+    };
     match plan.strategy() {
-        Strategy::Rows => {
+        Strategy::Along if constant == 0 => along(plan, x1, x2, eps, out),
+        _ => {
             let len = red.len;
-            let row = |r: usize| -> (&[T], &[T]) {
-                let (b1, b2) = offsets(&plan.outer, r);
-                (&x1[b1..b1 + len], &x2[b2..b2 + len])
-            };
             let threads = rayon::current_num_threads();
             if out.len() >= 4 * threads || len < SPLIT_ROW_MIN {
                 let rows_per_task = (ROWS_TASK / len.max(1)).max(1);
                 out.par_chunks_mut(rows_per_task)
                     .enumerate()
                     .for_each(|(c, oc)| {
-                        sums::rows(x1, x2, &plan.outer, c * rows_per_task, len, eps, oc)
+                        let first = c * rows_per_task;
+                        sums::rows(x1, x2, &plan.outer, first, len, constant, eps, oc)
                     });
             } else {
                 for (r, o) in out.iter_mut().enumerate() {
-                    let (a, b) = row(r);
-                    let s = a
-                        .par_chunks(SPLIT_CHUNK)
-                        .zip(b.par_chunks(SPLIT_CHUNK))
-                        .map(|(ca, cb)| sums::contiguous(ca, cb))
-                        .reduce(|| Sums::ZERO, Sums::add);
+                    let (b1, b2) = offsets(&plan.outer, r);
+                    let s = match constant {
+                        0 => x1[b1..b1 + len]
+                            .par_chunks(SPLIT_CHUNK)
+                            .zip(x2[b2..b2 + len].par_chunks(SPLIT_CHUNK))
+                            .map(|(ca, cb)| sums::contiguous(ca, cb))
+                            .reduce(|| Sums::ZERO, Sums::add),
+                        1 => {
+                            let s = x2[b2..b2 + len]
+                                .par_chunks(SPLIT_CHUNK)
+                                .map(|c| sums::with_constant(c, x1[b1]))
+                                .reduce(|| Sums::ZERO, Sums::add);
+                            Sums {
+                                dot: s.dot,
+                                n1: s.n2,
+                                n2: s.n1,
+                            }
+                        }
+                        _ => x1[b1..b1 + len]
+                            .par_chunks(SPLIT_CHUNK)
+                            .map(|c| sums::with_constant(c, x2[b2]))
+                            .reduce(|| Sums::ZERO, Sums::add),
+                    };
                     *o = T::from_acc(s.cosine(eps));
                 }
             }
         }
-        Strategy::Along => {
-            let (rest, inner) = plan.split_inner();
-            out.par_chunks_mut(inner.len)
-                .enumerate()
-                .for_each(|(o, orow)| {
-                    let (b1, b2) = offsets(rest, o);
-                    orow.par_chunks_mut(ALONG_BLOCK)
-                        .enumerate()
-                        .for_each(|(blk, oblk)| {
-                            let i0 = blk * ALONG_BLOCK;
-                            let lane = |data, base, inner_stride, reduce_stride| sums::Lane {
-                                data,
-                                base,
-                                inner_stride,
-                                reduce_stride,
-                            };
-                            sums::along_block::<T>(
-                                lane(x1, b1 + i0 * inner.stride1, inner.stride1, red.stride1),
-                                lane(x2, b2 + i0 * inner.stride2, inner.stride2, red.stride2),
-                                red.len,
-                                eps,
-                                oblk,
-                            );
-                        });
-                });
-        }
     }
+}
+
+/// Strided reductions: blocks of outputs along the innermost kept axis.
+fn along<T: Element>(plan: &Plan, x1: &[T], x2: &[T], eps: T::Acc, out: &mut [T]) {
+    let red = plan.reduce;
+    let (rest, inner) = plan.split_inner();
+    out.par_chunks_mut(inner.len)
+        .enumerate()
+        .for_each(|(o, orow)| {
+            let (b1, b2) = offsets(rest, o);
+            orow.par_chunks_mut(ALONG_BLOCK)
+                .enumerate()
+                .for_each(|(blk, oblk)| {
+                    let i0 = blk * ALONG_BLOCK;
+                    let lane = |data, base, inner_stride, reduce_stride| sums::Lane {
+                        data,
+                        base,
+                        inner_stride,
+                        reduce_stride,
+                    };
+                    sums::along_block::<T>(
+                        lane(x1, b1 + i0 * inner.stride1, inner.stride1, red.stride1),
+                        lane(x2, b2 + i0 * inner.stride2, inner.stride2, red.stride2),
+                        red.len,
+                        eps,
+                        oblk,
+                    );
+                });
+        });
 }
 
 /// Similarities, plus input `y` (1 or 2) scaled per output vector by its similarity: the

@@ -51,14 +51,18 @@ impl<A: Accum> Sums<A> {
 /// instruction set this CPU has.
 macro_rules! simd_dispatch {
     ($name:ident < $t:ident > ( $($arg:ident : $ty:ty),* ) -> $ret:ty $body:block) => {
+        #[allow(clippy::too_many_arguments)]
         pub fn $name<$t: Element>($($arg: $ty),*) -> $ret {
             #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
             fn body<$t: Element>($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
                 fn avx512<$t: Element>($($arg: $ty),*) -> $ret { body::<$t>($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 fn avx2<$t: Element>($($arg: $ty),*) -> $ret { body::<$t>($($arg),*) }
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU supports AVX-512F, checked just above.
@@ -122,7 +126,70 @@ simd_dispatch!(contiguous<T>(a: &[T], b: &[T]) -> Sums<T::Acc> {
     contiguous_inline(a, b)
 });
 
-simd_dispatch!(rows<T>(x1: &[T], x2: &[T], axes: &[Axis], first: usize, len: usize, eps: T::Acc, out: &mut [T]) -> () {
+simd_dispatch!(with_constant<T>(a: &[T], c: T) -> Sums<T::Acc> {
+    with_constant_inline(a, c)
+});
+
+/// Sums of the pair (a, c repeated a.len() times); products taken elementwise so that
+/// NaN/inf behave exactly as with an expanded vector.
+#[inline(always)]
+fn with_constant_inline<T: Element>(a: &[T], c: T) -> Sums<T::Acc> {
+    let y = c.to_acc();
+    let z = T::Acc::ZERO;
+    let (mut d, mut s1) = ([z; LANES_SHORT], [z; LANES_SHORT]);
+    let mut buf = [z; CHUNK];
+    for chunk in a.chunks(CHUNK) {
+        let v = as_acc(chunk, &mut buf);
+        let mut it = v.chunks_exact(LANES_SHORT);
+        for xs in &mut it {
+            for ((d, s1), &x) in d.iter_mut().zip(s1.iter_mut()).zip(xs) {
+                *d = *d + x * y;
+                *s1 = *s1 + x * x;
+            }
+        }
+        for ((d, s1), &x) in d.iter_mut().zip(s1.iter_mut()).zip(it.remainder()) {
+            *d = *d + x * y;
+            *s1 = *s1 + x * x;
+        }
+    }
+    let n2 = if a.is_empty() {
+        z
+    } else {
+        y * y * T::Acc::from_f64(a.len() as f64)
+    };
+    Sums {
+        dot: tree(d),
+        n1: tree(s1),
+        n2,
+    }
+}
+
+/// Sums of one output vector: both inputs contiguous (`constant` 0), or input `constant`
+/// (1 or 2) holding one value repeated.
+#[inline(always)]
+fn row_sums<T: Element>(
+    x1: &[T],
+    b1: usize,
+    x2: &[T],
+    b2: usize,
+    len: usize,
+    constant: u8,
+) -> Sums<T::Acc> {
+    match constant {
+        1 => {
+            let s = with_constant_inline(&x2[b2..b2 + len], x1[b1]);
+            Sums {
+                dot: s.dot,
+                n1: s.n2,
+                n2: s.n1,
+            }
+        }
+        2 => with_constant_inline(&x1[b1..b1 + len], x2[b2]),
+        _ => contiguous_inline(&x1[b1..b1 + len], &x2[b2..b2 + len]),
+    }
+}
+
+simd_dispatch!(rows<T>(x1: &[T], x2: &[T], axes: &[Axis], first: usize, len: usize, constant: u8, eps: T::Acc, out: &mut [T]) -> () {
     // Sums of 16 rows first, then their 16 cosines together: the square roots and divisions
     // vectorise instead of each row waiting on its own.
     const GROUP: usize = 16;
@@ -132,7 +199,7 @@ simd_dispatch!(rows<T>(x1: &[T], x2: &[T], axes: &[Axis], first: usize, len: usi
         let (mut d, mut s1, mut s2) = ([z; GROUP], [z; GROUP], [z; GROUP]);
         for ((d, s1), s2) in d.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut()).take(group.len()) {
             let (b1, b2) = walk.offsets();
-            let s = contiguous_inline(&x1[b1..b1 + len], &x2[b2..b2 + len]);
+            let s = row_sums(x1, b1, x2, b2, len, constant);
             (*d, *s1, *s2) = (s.dot, s.n1, s.n2);
             walk.advance();
         }

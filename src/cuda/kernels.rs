@@ -52,16 +52,18 @@ pub struct Kernels {
 impl Kernels {
     /// The kernels of `ctx`, loading the modules on first use in that context.
     pub fn for_context(ctx: &Arc<CudaContext>) -> Result<Arc<Kernels>> {
-        type Cache = Mutex<Vec<(Weak<CudaContext>, Arc<Kernels>)>>;
+        // Weak on both sides: the handles own the kernels (and through the modules, the
+        // context); the cache only finds them while some handle is alive.
+        type Cache = Mutex<Vec<(Weak<CudaContext>, Weak<Kernels>)>>;
         static CACHE: OnceLock<Cache> = OnceLock::new();
         let cache = CACHE.get_or_init(Default::default);
         let mut entries = cache.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|(c, _)| c.strong_count() > 0);
-        if let Some((_, k)) = entries
-            .iter()
-            .find(|(c, _)| c.upgrade().is_some_and(|c| Arc::ptr_eq(&c, ctx)))
-        {
-            return Ok(k.clone());
+        entries.retain(|(c, k)| c.strong_count() > 0 && k.strong_count() > 0);
+        if let Some(k) = entries.iter().find_map(|(c, k)| {
+            let same = c.upgrade().is_some_and(|c| Arc::ptr_eq(&c, ctx));
+            same.then(|| k.upgrade()).flatten()
+        }) {
+            return Ok(k);
         }
         let mut modules = HashMap::new();
         for family in [Family::Along, Family::Rows] {
@@ -73,7 +75,7 @@ impl Kernels {
             modules,
             functions: Mutex::new(HashMap::new()),
         });
-        entries.push((Arc::downgrade(ctx), k.clone()));
+        entries.push((Arc::downgrade(ctx), Arc::downgrade(&k)));
         Ok(k)
     }
 

@@ -21,7 +21,7 @@ use cudarc::driver::{
     DriverError, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use kernels::{Family, Kernels};
-use launch::{plan_launch, Buffers, Launch, BLOCK};
+use launch::{grid_for, plan_launch, Buffers, Launch, BLOCK};
 use std::sync::Arc;
 
 pub use kernels::{build_info, built as kernels_built};
@@ -132,9 +132,20 @@ impl Cuda {
     /// Copies a host slice to a new device buffer on this handle's stream.
     pub fn upload<T: CudaElement>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         if host.is_empty() {
-            return Ok(self.stream.null()?);
+            return self.empty();
         }
         Ok(self.stream.clone_htod(host)?)
+    }
+
+    /// A device buffer of length 0. The driver refuses 0-byte allocations on some devices,
+    /// so this holds a 1-element allocation and exposes none of it.
+    fn empty<T: DeviceRepr>(&self) -> Result<CudaSlice<T>> {
+        // SAFETY: the one element is never read: the slice made from it has length 0.
+        let one = unsafe { self.stream.alloc::<T>(1) }.map_err(oom("an empty buffer", 1))?;
+        let ptr = one.leak();
+        // SAFETY: `ptr` is a live allocation of one T made on this stream, owned by nobody
+        // after `leak`; the new slice owns (and frees) it and claims 0 ≤ 1 elements of it.
+        Ok(unsafe { self.stream.upgrade_device_ptr(ptr, 0) })
     }
 
     /// Copies a device buffer back to the host (waits for the stream).
@@ -145,16 +156,23 @@ impl Cuda {
         Ok(self.stream.clone_dtoh(dev)?)
     }
 
-    /// Device memory the computation of `plan` would allocate besides its outputs.
+    /// Device memory the computation of `plan` allocates besides its outputs, at most (it
+    /// depends on buffer alignment: misaligned buffers take scalar loads and more splits).
     pub fn scratch_bytes<T: CudaElement>(&self, plan: &Plan) -> usize {
-        let b = Buffers {
-            elem_bytes: std::mem::size_of::<T>(),
-            x1_aligned: true,
-            x2_aligned: true,
-            out_aligned: true,
-            reweight: None,
-        };
-        plan_launch(plan, b, self.sms).scratch_bytes(std::mem::size_of::<T::Acc>())
+        [true, false]
+            .into_iter()
+            .map(|aligned| {
+                let b = Buffers {
+                    elem_bytes: std::mem::size_of::<T>(),
+                    x1_aligned: aligned,
+                    x2_aligned: aligned,
+                    out_aligned: aligned,
+                    reweight: None,
+                };
+                plan_launch(plan, b, self.sms).scratch_bytes(std::mem::size_of::<T::Acc>())
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// `cosine_similarity(x1, x2, dim, eps)` on device buffers; see
@@ -284,11 +302,20 @@ impl Cuda {
 
     fn alloc<T: DeviceRepr>(&self, len: usize, what: &'static str) -> Result<CudaSlice<T>> {
         if len == 0 {
-            return Ok(self.stream.null()?);
+            return self.empty();
         }
         // SAFETY: every element of the buffer is written by the kernel that it is passed to
         // before anyone can read it (the launches cover all outputs).
         unsafe { self.stream.alloc::<T>(len) }.map_err(oom(what, len * std::mem::size_of::<T>()))
+    }
+
+    /// Split partial sums: `bytes` of device scratch (none when 0, as a 0-length buffer).
+    fn scratch(&self, bytes: usize) -> Result<CudaSlice<u8>> {
+        if bytes == 0 {
+            return self.empty();
+        }
+        // SAFETY: the kernels write every partial before the finish kernels read it.
+        unsafe { self.stream.alloc::<u8>(bytes) }.map_err(oom("split partial sums", bytes))
     }
 
     fn check_device<T>(&self, what: &'static str, buf: &impl DeviceSlice<T>) -> Result<()> {
@@ -402,20 +429,44 @@ impl Cuda {
                 grid,
                 params,
             } => {
+                let partials = self.scratch(scratch)?;
+                let (pp, _gp) = partials.device_ptr(s);
                 let f = self
                     .kernels
                     .function(Family::Along, &format!("cosim_along_{ty}_{name_suffix}"))?;
-                // SAFETY: the signature is (cosim_along_params, const T*, const T*, T*); the
-                // plan was validated against both input lengths and the output length, and
-                // the kernel reads and writes only inside them.
+                let split_cfg = LaunchConfig {
+                    grid_dim: (grid, params.splits as u32, 1),
+                    ..cfg(grid)
+                };
+                // SAFETY: the signature is (cosim_along_params, const T*, const T*, T*, acc*);
+                // the plan was validated against both input lengths and the output length,
+                // and the kernel reads and writes only inside them; with splits > 1 it
+                // writes 3·splits·outputs accumulators to `partials`, which holds exactly
+                // that many (`scratch_bytes`), and nothing to `out`.
                 unsafe {
                     s.launch_builder(&f)
                         .arg(&params)
                         .arg(&p1)
                         .arg(&p2)
                         .arg(&po)
-                        .launch(cfg(grid))
+                        .arg(&pp)
+                        .launch(split_cfg)
                 }?;
+                if params.splits > 1 {
+                    let f = self
+                        .kernels
+                        .function(Family::Along, &format!("cosim_along_finish_{ty}"))?;
+                    let outputs = (params.outer_count * params.inner) as usize;
+                    // SAFETY: signature (cosim_along_params, const acc*, T*); reads the
+                    // partials written just above on the same stream, writes every output.
+                    unsafe {
+                        s.launch_builder(&f)
+                            .arg(&params)
+                            .arg(&pp)
+                            .arg(&po)
+                            .launch(cfg(grid_for(outputs, self.sms)))
+                    }?;
+                }
                 if pw != 0 {
                     scale_after = Some((rows_params_for_scale(plan), plan.reduce.stride2 as i64));
                 }
@@ -428,18 +479,8 @@ impl Cuda {
             } => {
                 let v = if vector { "v" } else { "s" };
                 if kind == "block" {
-                    let partials = if params.splits > 1 {
-                        Some(self.alloc::<u8>(scratch, "split-row partial sums")?)
-                    } else {
-                        None
-                    };
-                    let (pp, _gp) = match &partials {
-                        Some(b) => {
-                            let (p, g) = b.device_ptr(s);
-                            (p, Some(g))
-                        }
-                        None => (0, None),
-                    };
+                    let partials = self.scratch(scratch)?;
+                    let (pp, _gp) = partials.device_ptr(s);
                     let f = self
                         .kernels
                         .function(Family::Rows, &format!("cosim_rows_block_{ty}_{v}"))?;
@@ -462,8 +503,7 @@ impl Cuda {
                         let f = self
                             .kernels
                             .function(Family::Rows, &format!("cosim_rows_finish_{ty}"))?;
-                        let warps = params.row_count as usize;
-                        let grid = (warps * 32).div_ceil(BLOCK as usize).min(65_535) as u32;
+                        let grid = grid_for(params.row_count as usize * 32, self.sms);
                         // SAFETY: signature (cosim_rows_params, const acc*, T*); reads the
                         // partials written above (same stream) and writes row_count outputs.
                         unsafe {
@@ -474,7 +514,9 @@ impl Cuda {
                                 .launch(cfg(grid))
                         }?;
                         if pw != 0 {
-                            scale_after = Some((params, 1));
+                            // The reweighted input is x2; stride 0 when it is the constant one.
+                            let y_stride = i64::from(params.constant_input != 2);
+                            scale_after = Some((params, y_stride));
                         }
                     }
                 } else {
@@ -501,7 +543,7 @@ impl Cuda {
                 .kernels
                 .function(Family::Rows, &format!("cosim_scale_{ty}"))?;
             let total = (params.row_count * params.row_len) as usize;
-            let grid = total.div_ceil(BLOCK as usize).clamp(1, self.sms * 32) as u32;
+            let grid = grid_for(total, self.sms);
             // SAFETY: signature (cosim_rows_params, int64, const T*, const T*, const T*, T*);
             // reads input 2 at the plan's offsets and the similarities just written, writes
             // row_count·row_len weighted elements.

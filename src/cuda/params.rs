@@ -33,11 +33,13 @@ pub struct cosim_along_params {
     pub reduce_len: i64,
     pub reduce_stride1: i64,
     pub reduce_stride2: i64,
+    pub splits: i64,
+    pub chunk: i64,
     pub eps: f64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cosim_along_params"][::std::mem::size_of::<cosim_along_params>() - 264usize];
+    ["Size of cosim_along_params"][::std::mem::size_of::<cosim_along_params>() - 280usize];
     ["Alignment of cosim_along_params"][::std::mem::align_of::<cosim_along_params>() - 8usize];
     ["Offset of field: cosim_along_params::outer"]
         [::std::mem::offset_of!(cosim_along_params, outer) - 0usize];
@@ -55,8 +57,12 @@ const _: () = {
         [::std::mem::offset_of!(cosim_along_params, reduce_stride1) - 240usize];
     ["Offset of field: cosim_along_params::reduce_stride2"]
         [::std::mem::offset_of!(cosim_along_params, reduce_stride2) - 248usize];
+    ["Offset of field: cosim_along_params::splits"]
+        [::std::mem::offset_of!(cosim_along_params, splits) - 256usize];
+    ["Offset of field: cosim_along_params::chunk"]
+        [::std::mem::offset_of!(cosim_along_params, chunk) - 264usize];
     ["Offset of field: cosim_along_params::eps"]
-        [::std::mem::offset_of!(cosim_along_params, eps) - 256usize];
+        [::std::mem::offset_of!(cosim_along_params, eps) - 272usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -68,7 +74,7 @@ pub struct cosim_rows_params {
     pub chunk: i64,
     pub eps: f64,
     pub reweight_input: i32,
-    pub _pad: i32,
+    pub constant_input: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -88,6 +94,6 @@ const _: () = {
         [::std::mem::offset_of!(cosim_rows_params, eps) - 232usize];
     ["Offset of field: cosim_rows_params::reweight_input"]
         [::std::mem::offset_of!(cosim_rows_params, reweight_input) - 240usize];
-    ["Offset of field: cosim_rows_params::_pad"]
-        [::std::mem::offset_of!(cosim_rows_params, _pad) - 244usize];
+    ["Offset of field: cosim_rows_params::constant_input"]
+        [::std::mem::offset_of!(cosim_rows_params, constant_input) - 244usize];
 };
