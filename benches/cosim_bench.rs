@@ -384,6 +384,24 @@ mod gpu {
         case::<f32>(
             &cuda,
             rows,
+            "per channel vs one value per channel [64,256,1,1]",
+            &nchw,
+            &[64, 256, 1, 1],
+            Op::Flat(2),
+            copy,
+        )?;
+        case::<f32>(
+            &cuda,
+            rows,
+            "column-wise [2^20, 64] dim=0 (split reduction)",
+            &[1 << 20, 64],
+            &[1 << 20, 64],
+            Op::Along(0),
+            copy,
+        )?;
+        case::<f32>(
+            &cuda,
+            rows,
             "reweight channels [64,256,128,128]",
             &nchw,
             &nchw,
