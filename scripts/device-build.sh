@@ -12,7 +12,7 @@ pick() { # cargo's JSON messages → "target-name executable" lines
   python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         print(m["target"]["name"], m["executable"])'
 }
 cargo test --release --no-run --message-format=json 2>/dev/null | pick | while read -r name exe; do
