@@ -142,54 +142,38 @@ fn cpu_section(rows: &mut Vec<Row>) {
         ceiling_name: "read",
         extra_bytes: 0,
     });
-    cpu_case::<f32>(
-        rows,
-        "dim=1 [16,256,64,64]",
-        &[16, 256, 64, 64],
-        &[16, 256, 64, 64],
-        Op::Along(1),
-        read,
-    );
-    cpu_case::<f32>(
-        rows,
-        "dim=1 [16,256,64,64] vs prototype [1,256,1,1]",
-        &[16, 256, 64, 64],
-        &[1, 256, 1, 1],
-        Op::Along(1),
-        read,
-    );
-    cpu_case::<f32>(
-        rows,
-        "per channel [16,256,64,64] flatten_from=2",
-        &[16, 256, 64, 64],
-        &[16, 256, 64, 64],
-        Op::Flat(2),
-        read,
-    );
-    cpu_case::<f32>(
-        rows,
-        "rows [2^18, 64] dim=1",
-        &[1 << 18, 64],
-        &[1 << 18, 64],
-        Op::Along(1),
-        read,
-    );
-    cpu_case::<f32>(
-        rows,
-        "long rows [2, 2^24] dim=1",
-        &[2, 1 << 24],
-        &[2, 1 << 24],
-        Op::Along(1),
-        read,
-    );
-    cpu_case::<f16>(
-        rows,
-        "dim=1 [16,256,64,64]",
-        &[16, 256, 64, 64],
-        &[16, 256, 64, 64],
-        Op::Along(1),
-        read,
-    );
+    const NCHW: &[usize] = &[16, 256, 64, 64];
+    let cases: &[(&str, &[usize], &[usize], Op)] = &[
+        ("dim=1 [16,256,64,64]", NCHW, NCHW, Op::Along(1)),
+        (
+            "dim=1 [16,256,64,64] vs prototype [1,256,1,1]",
+            NCHW,
+            &[1, 256, 1, 1],
+            Op::Along(1),
+        ),
+        (
+            "per channel [16,256,64,64] flatten_from=2",
+            NCHW,
+            NCHW,
+            Op::Flat(2),
+        ),
+        (
+            "rows [2^18, 64] dim=1",
+            &[1 << 18, 64],
+            &[1 << 18, 64],
+            Op::Along(1),
+        ),
+        (
+            "long rows [2, 2^24] dim=1",
+            &[2, 1 << 24],
+            &[2, 1 << 24],
+            Op::Along(1),
+        ),
+    ];
+    for &(name, s1, s2, op) in cases {
+        cpu_case::<f32>(rows, name, s1, s2, op, read);
+    }
+    cpu_case::<f16>(rows, "dim=1 [16,256,64,64]", NCHW, NCHW, Op::Along(1), read);
     // This machine's bandwidth drifts with its neighbours: measure the ceiling again after
     // the cases and judge every case against the better of the two readings.
     let read_after = read_ceiling(&src, &dst);
@@ -251,11 +235,20 @@ fn cpu_case<T: Element>(
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::*;
-    use cosim::bf16;
     use cosim::cuda::{Cuda, CudaElement};
     use cosim::plan::Plan;
+    use cosim::{bf16, f16};
     use cudarc::driver::sys::CUevent_flags;
     use cudarc::driver::CudaSlice;
+
+    /// (name, dtype, shape1, shape2, op).
+    type GpuCase = (
+        &'static str,
+        &'static str,
+        &'static [usize],
+        &'static [usize],
+        Op,
+    );
 
     const WARMUP: usize = 3;
     const REPS: usize = 25;
@@ -308,115 +301,84 @@ mod gpu {
             extra_bytes: 0,
         });
         drop((src, dst));
-        let nchw = [64, 256, 128, 128];
-        case::<f32>(
-            &cuda,
-            rows,
-            "dim=1 [64,256,128,128]",
-            &nchw,
-            &nchw,
-            Op::Along(1),
-            copy,
-        )?;
-        case::<f16>(
-            &cuda,
-            rows,
-            "dim=1 [64,256,128,128]",
-            &nchw,
-            &nchw,
-            Op::Along(1),
-            copy,
-        )?;
-        case::<bf16>(
-            &cuda,
-            rows,
-            "dim=1 [64,256,128,128]",
-            &nchw,
-            &nchw,
-            Op::Along(1),
-            copy,
-        )?;
-        case::<f32>(
-            &cuda,
-            rows,
-            "dim=1 [256,2,512,512]",
-            &[256, 2, 512, 512],
-            &[256, 2, 512, 512],
-            Op::Along(1),
-            copy,
-        )?;
-        case::<f32>(
-            &cuda,
-            rows,
-            "per channel [64,256,128,128] flatten_from=2",
-            &nchw,
-            &nchw,
-            Op::Flat(2),
-            copy,
-        )?;
-        case::<f32>(
-            &cuda,
-            rows,
-            "long rows [8, 2^25] dim=1",
-            &[8, 1 << 25],
-            &[8, 1 << 25],
-            Op::Along(1),
-            copy,
-        )?;
-        case::<f32>(
-            &cuda,
-            rows,
-            "short rows [2^22, 64] dim=1",
-            &[1 << 22, 64],
-            &[1 << 22, 64],
-            Op::Along(1),
-            copy,
-        )?;
-        case::<f32>(
-            &cuda,
-            rows,
-            "dim=1 [64,256,128,128] vs prototype [1,256,1,1]",
-            &nchw,
-            &[1, 256, 1, 1],
-            Op::Along(1),
-            copy,
-        )?;
-        case::<f32>(
-            &cuda,
-            rows,
-            "per channel vs one value per channel [64,256,1,1]",
-            &nchw,
-            &[64, 256, 1, 1],
-            Op::Flat(2),
-            copy,
-        )?;
-        case::<f32>(
-            &cuda,
-            rows,
-            "column-wise [2^20, 64] dim=0 (split reduction)",
-            &[1 << 20, 64],
-            &[1 << 20, 64],
-            Op::Along(0),
-            copy,
-        )?;
-        case::<f32>(
-            &cuda,
-            rows,
-            "reweight channels [64,256,128,128]",
-            &nchw,
-            &nchw,
-            Op::Reweight(2),
-            copy,
-        )?;
-        case::<f64>(
-            &cuda,
-            rows,
-            "dim=1 [32,256,128,128]",
-            &[32, 256, 128, 128],
-            &[32, 256, 128, 128],
-            Op::Along(1),
-            copy,
-        )?;
+        const NCHW: &[usize] = &[64, 256, 128, 128];
+        // (name, dtype, shape1, shape2, op): the targets, and the paths they take.
+        let cases: &[GpuCase] = &[
+            ("dim=1 [64,256,128,128]", "f32", NCHW, NCHW, Op::Along(1)),
+            ("dim=1 [64,256,128,128]", "f16", NCHW, NCHW, Op::Along(1)),
+            ("dim=1 [64,256,128,128]", "bf16", NCHW, NCHW, Op::Along(1)),
+            (
+                "dim=1 [256,2,512,512]",
+                "f32",
+                &[256, 2, 512, 512],
+                &[256, 2, 512, 512],
+                Op::Along(1),
+            ),
+            (
+                "per channel [64,256,128,128] flatten_from=2",
+                "f32",
+                NCHW,
+                NCHW,
+                Op::Flat(2),
+            ),
+            (
+                "long rows [8, 2^25] dim=1",
+                "f32",
+                &[8, 1 << 25],
+                &[8, 1 << 25],
+                Op::Along(1),
+            ),
+            (
+                "short rows [2^22, 64] dim=1",
+                "f32",
+                &[1 << 22, 64],
+                &[1 << 22, 64],
+                Op::Along(1),
+            ),
+            (
+                "dim=1 [64,256,128,128] vs prototype [1,256,1,1]",
+                "f32",
+                NCHW,
+                &[1, 256, 1, 1],
+                Op::Along(1),
+            ),
+            (
+                "per channel vs one value per channel [64,256,1,1]",
+                "f32",
+                NCHW,
+                &[64, 256, 1, 1],
+                Op::Flat(2),
+            ),
+            (
+                "column-wise [2^20, 64] dim=0 (split reduction)",
+                "f32",
+                &[1 << 20, 64],
+                &[1 << 20, 64],
+                Op::Along(0),
+            ),
+            (
+                "reweight channels [64,256,128,128]",
+                "f32",
+                NCHW,
+                NCHW,
+                Op::Reweight(2),
+            ),
+            (
+                "dim=1 [32,256,128,128]",
+                "f64",
+                &[32, 256, 128, 128],
+                &[32, 256, 128, 128],
+                Op::Along(1),
+            ),
+        ];
+        for &(name, dtype, s1, s2, op) in cases {
+            match dtype {
+                "f16" => case::<f16>(&cuda, rows, name, s1, s2, op, copy)?,
+                "bf16" => case::<bf16>(&cuda, rows, name, s1, s2, op, copy)?,
+                "f64" => case::<f64>(&cuda, rows, name, s1, s2, op, copy)?,
+                _ => case::<f32>(&cuda, rows, name, s1, s2, op, copy)?,
+            }
+        }
         Ok(())
     }
 
