@@ -253,18 +253,18 @@ pub struct Lane<'a, T> {
     pub reduce_stride: usize,
 }
 
-impl<'a, T: Element> Lane<'a, T> {
-    /// Step `k` of the reduced axis for outputs `0..n`, read in place (f32/f64 only; empty
-    /// for other types, which callers rule out first).
-    #[inline(always)]
-    fn native(&self, k: usize, n: usize) -> &'a [T::Acc] {
-        let p = self.base + k * self.reduce_stride;
-        T::as_acc_slice(&self.data[p..p + n]).unwrap_or(&[])
+impl<T: Element> Lane<'_, T> {
+    /// Whether [`Lane::load`] hands out the input itself (unit stride, f32/f64) and needs no
+    /// buffer; constant lanes (stride 0) are never loaded, their callers read one value.
+    fn in_place(&self) -> bool {
+        self.inner_stride == 0
+            || (self.inner_stride == 1 && T::as_acc_slice(&self.data[..0]).is_some())
     }
 
-    /// Elements `k` of the reduced axis for outputs `0..n`, in the accumulator type.
+    /// Elements `k` of the reduced axis for outputs `0..n`, in the accumulator type: the
+    /// input itself when [`Lane::in_place`], otherwise converted or gathered into `buf`.
     #[inline(always)]
-    fn load<'b>(&'b self, k: usize, n: usize, buf: &'b mut [T::Acc; ALONG]) -> &'b [T::Acc] {
+    fn load<'b>(&'b self, k: usize, n: usize, buf: &'b mut [T::Acc]) -> &'b [T::Acc] {
         let p = self.base + k * self.reduce_stride;
         match self.inner_stride {
             1 => match T::as_acc_slice(&self.data[p..p + n]) {
@@ -274,11 +274,6 @@ impl<'a, T: Element> Lane<'a, T> {
                     &buf[..n]
                 }
             },
-            0 => {
-                let v = self.data[p].to_acc();
-                buf[..n].fill(v);
-                &buf[..n]
-            }
             s => {
                 for (i, b) in buf[..n].iter_mut().enumerate() {
                     *b = self.data[p + i * s].to_acc();
@@ -294,35 +289,37 @@ simd_dispatch!(along_block<T>(x1: Lane<'_, T>, x2: Lane<'_, T>, len: usize, eps:
     let z = T::Acc::ZERO;
     let (mut d, mut s1, mut s2) = ([z; ALONG], [z; ALONG], [z; ALONG]);
     let (d, s1, s2) = (&mut d[..n], &mut s1[..n], &mut s2[..n]);
-    let mut buf = [z; ALONG];
+    // Conversion buffers, only for lanes that cannot be read in place (half types, strides).
+    let mut store = vec![z; if x1.in_place() && x2.in_place() { 0 } else { 8 * n }];
+    let mut chunks = store.chunks_mut(n.max(1));
+    let mut bufs: [&mut [T::Acc]; 8] = std::array::from_fn(|_| chunks.next().unwrap_or_default());
+    let [ba0, ba1, ba2, ba3, bb0, bb1, bb2, bb3] = &mut bufs;
+    // Four steps of the reduced axis per pass over the accumulators: a quarter of their
+    // load/store traffic.
+    let quads = len / 4 * 4;
     // One input constant along the block (broadcast: inner stride 0), e.g. every pixel against
-    // one prototype: its square sum is one scalar, and it is never expanded into a buffer.
+    // one prototype: its squares sum to one scalar, and it is never expanded.
     let constant = match (x1.inner_stride, x2.inner_stride) {
         (_, 0) => Some((x1, x2, &mut *s1, &mut *s2)),
         (0, _) => Some((x2, x1, &mut *s2, &mut *s1)),
         _ => None,
     };
     if let Some((var, con, svar, scon_slot)) = constant {
+        let y = |k: usize| con.data[con.base + k * con.reduce_stride].to_acc();
         let mut scon = z;
-        let scalar = |k: usize| con.data[con.base + k * con.reduce_stride].to_acc();
-        let mut k = 0;
-        if var.inner_stride == 1 && T::as_acc_slice(var.data).is_some() {
-            // In place, four steps of the reduced axis per pass over the accumulators.
-            while k + 4 <= len {
-                let (a0, a1, a2, a3) = (var.native(k, n), var.native(k + 1, n), var.native(k + 2, n), var.native(k + 3, n));
-                let (y0, y1, y2, y3) = (scalar(k), scalar(k + 1), scalar(k + 2), scalar(k + 3));
-                scon = scon + (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3);
-                let a = a0.iter().zip(a1).zip(a2.iter().zip(a3));
-                for ((d, s), ((&x0, &x1), (&x2, &x3))) in d.iter_mut().zip(svar.iter_mut()).zip(a) {
-                    *d = *d + (x0 * y0 + x1 * y1) + (x2 * y2 + x3 * y3);
-                    *s = *s + (x0 * x0 + x1 * x1) + (x2 * x2 + x3 * x3);
-                }
-                k += 4;
+        for k in (0..quads).step_by(4) {
+            let (a0, a1) = (var.load(k, n, ba0), var.load(k + 1, n, ba1));
+            let (a2, a3) = (var.load(k + 2, n, ba2), var.load(k + 3, n, ba3));
+            let (y0, y1, y2, y3) = (y(k), y(k + 1), y(k + 2), y(k + 3));
+            scon = scon + (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3);
+            let a = a0.iter().zip(a1).zip(a2.iter().zip(a3));
+            for ((d, s), ((&x0, &x1), (&x2, &x3))) in d.iter_mut().zip(svar.iter_mut()).zip(a) {
+                *d = *d + (x0 * y0 + x1 * y1) + (x2 * y2 + x3 * y3);
+                *s = *s + (x0 * x0 + x1 * x1) + (x2 * x2 + x3 * x3);
             }
         }
-        for k in k..len {
-            let a = var.load(k, n, &mut buf);
-            let y = scalar(k);
+        for k in quads..len {
+            let (a, y) = (var.load(k, n, ba0), y(k));
             scon = scon + y * y;
             for ((d, s), &x) in d.iter_mut().zip(svar.iter_mut()).zip(a) {
                 *d = *d + x * y;
@@ -330,13 +327,12 @@ simd_dispatch!(along_block<T>(x1: Lane<'_, T>, x2: Lane<'_, T>, len: usize, eps:
             }
         }
         scon_slot.fill(scon);
-    } else if x1.inner_stride == 1 && x2.inner_stride == 1 && T::as_acc_slice(x1.data).is_some() {
-        // f32/f64 read in place: take four steps of the reduced axis per pass over the
-        // accumulators, which quarters their load/store traffic.
-        let mut k = 0;
-        while k + 4 <= len {
-            let (a0, a1, a2, a3) = (x1.native(k, n), x1.native(k + 1, n), x1.native(k + 2, n), x1.native(k + 3, n));
-            let (b0, b1, b2, b3) = (x2.native(k, n), x2.native(k + 1, n), x2.native(k + 2, n), x2.native(k + 3, n));
+    } else {
+        for k in (0..quads).step_by(4) {
+            let (a0, a1) = (x1.load(k, n, ba0), x1.load(k + 1, n, ba1));
+            let (a2, a3) = (x1.load(k + 2, n, ba2), x1.load(k + 3, n, ba3));
+            let (b0, b1) = (x2.load(k, n, bb0), x2.load(k + 1, n, bb1));
+            let (b2, b3) = (x2.load(k + 2, n, bb2), x2.load(k + 3, n, bb3));
             let a = a0.iter().zip(a1).zip(a2.iter().zip(a3));
             let b = b0.iter().zip(b1).zip(b2.iter().zip(b3));
             let acc = d.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut());
@@ -345,22 +341,9 @@ simd_dispatch!(along_block<T>(x1: Lane<'_, T>, x2: Lane<'_, T>, len: usize, eps:
                 *s1 = *s1 + (x0 * x0 + x1 * x1) + (x2 * x2 + x3 * x3);
                 *s2 = *s2 + (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3);
             }
-            k += 4;
         }
-        for k in k..len {
-            let (a, b) = (x1.native(k, n), x2.native(k, n));
-            let acc = d.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut());
-            for (((d, s1), s2), (&x, &y)) in acc.zip(a.iter().zip(b)) {
-                *d = *d + x * y;
-                *s1 = *s1 + x * x;
-                *s2 = *s2 + y * y;
-            }
-        }
-    } else {
-        let mut bb = [z; ALONG];
-        for k in 0..len {
-            let (a, b) = (x1.load(k, n, &mut buf), x2.load(k, n, &mut bb));
-            // Zipped iterators: no bounds checks, so the loop vectorises.
+        for k in quads..len {
+            let (a, b) = (x1.load(k, n, ba0), x2.load(k, n, bb0));
             let acc = d.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut());
             for (((d, s1), s2), (&x, &y)) in acc.zip(a.iter().zip(b)) {
                 *d = *d + x * y;
