@@ -87,14 +87,15 @@ fn along(plan: &Plan, buf: Buffers, sms: usize) -> Launch {
     // An input is read as 16-byte vectors when it runs along the inner axis; then its base
     // and every other stride must keep vectors aligned.
     let fits = |stride_inner: usize, aligned: bool, strides: Vec<usize>| {
-        stride_inner == 0 || (stride_inner == 1 && aligned && strides.iter().all(|s| s % vec == 0))
+        stride_inner == 0
+            || (stride_inner == 1 && aligned && strides.iter().all(|s| s.is_multiple_of(vec)))
     };
     let strides = |f: fn(&Axis) -> usize| -> Vec<usize> {
         rest.iter().chain([&plan.reduce]).map(f).collect()
     };
     let ok1 = fits(inner.stride1, buf.x1_aligned, strides(|a| a.stride1));
     let ok2 = fits(inner.stride2, buf.x2_aligned, strides(|a| a.stride2));
-    let vector = ok1 && ok2 && buf.out_aligned && inner.len % vec == 0 && vec > 1;
+    let vector = ok1 && ok2 && buf.out_aligned && inner.len.is_multiple_of(vec) && vec > 1;
     let suffix = match (vector, inner.stride1, inner.stride2) {
         (true, 1, 1) => "v",
         (true, 0, 1) => "vb1",
@@ -140,11 +141,11 @@ fn rows(plan: &Plan, buf: Buffers, sms: usize, constant: u8) -> Launch {
     let rows = plan.out_len();
     // Vector loads need every row start aligned in each streamed (non-constant) input.
     let streamed = |input: u8, aligned: bool, stride: fn(&Axis) -> usize| {
-        input == constant || (aligned && plan.outer.iter().all(|a| stride(a) % vec == 0))
+        input == constant || (aligned && plan.outer.iter().all(|a| stride(a).is_multiple_of(vec)))
     };
     let weighted_ok = buf.reweight.is_none_or(|(_, aligned)| aligned);
     let vector = vec > 1
-        && len % vec == 0
+        && len.is_multiple_of(vec)
         && streamed(1, buf.x1_aligned, |a| a.stride1)
         && streamed(2, buf.x2_aligned, |a| a.stride2)
         && weighted_ok;

@@ -405,7 +405,7 @@ impl Cuda {
             }
             None => (0, None),
         };
-        let aligned = |p: u64| p % 16 == 0;
+        let aligned = |p: u64| p.is_multiple_of(16);
         let buf = Buffers {
             elem_bytes: std::mem::size_of::<T>(),
             x1_aligned: aligned(p1),
