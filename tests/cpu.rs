@@ -92,7 +92,7 @@ fn random_eps(r: &mut SmallRng) -> Option<f64> {
 
 /// A poison value for `_into` outputs: NaN or 12345.0 (an impossible cosine either way).
 fn poison_for(case: usize) -> f64 {
-    if case % 2 == 0 {
+    if case.is_multiple_of(2) {
         f64::NAN
     } else {
         12345.0
