@@ -39,8 +39,10 @@ __device__ __forceinline__ void scale_row(const T* y, int64_t y_stride, T* w, in
 
 // Sums over the part [begin, end) of a row that this lane (index `lane` of `width` lanes)
 // covers, V elements at a time. With `constant` = 1 or 2, that input is one value repeated
-// (read once). Four vector pairs are loaded before any is used, so each thread keeps 4×32
-// bytes in flight instead of waiting on one pair at a time.
+// (read once). Four vector pairs are loaded per step before any is used; ptxas schedules
+// two of them ahead of the first FMA (sm_90 SASS), so each thread keeps 2×32 bytes in flight
+// instead of one pair's 32 — with ~1500 resident threads, ~100 KB per SM, several times what
+// HBM latency × bandwidth asks for.
 template <typename T, int V>
 __device__ __forceinline__ Sums<acc_t<T>> row_sums(const T* a, const T* b, int constant,
                                                    int64_t begin, int64_t end, int lane,
