@@ -19,8 +19,10 @@ __device__ __forceinline__ void along(const cosim_along_params& p, const T* __re
     const int64_t total = p.outer_count * inner_v;
     const int64_t outputs = p.outer_count * p.inner;
     const A eps = (A)p.eps;
-    // This block row's share of the reduced axis (all of it when splits == 1).
-    const int64_t split = blockIdx.y;
+    // This thread's share of the reduced axis (all of it when splits == 1). Splits run along
+    // y (blocks and threads), so that a block holds several splits of few outputs.
+    const int64_t split = (int64_t)blockIdx.y * blockDim.y + threadIdx.y;
+    if (split >= p.splits) return;
     const int64_t k0 = split * p.chunk;
     const int64_t k1 = min(p.reduce_len, k0 + p.chunk);
     const int64_t step = (int64_t)gridDim.x * blockDim.x;

@@ -31,9 +31,9 @@ typedef struct cosim_along_params {
     int64_t reduce_len;
     int64_t reduce_stride1;
     int64_t reduce_stride2;
-    /* With splits > 1, block row blockIdx.y sums steps [y·chunk, (y+1)·chunk) of the reduced
-     * axis into partials laid out [split][3][output], and cosim_along_finish_* combines them
-     * (few outputs, long reductions: keeps every SM busy). */
+    /* With splits > 1, split y = blockIdx.y·blockDim.y + threadIdx.y sums steps
+     * [y·chunk, (y+1)·chunk) of the reduced axis into partials laid out [split][3][output],
+     * and cosim_along_finish_* combines them (few outputs, long reductions: every SM busy). */
     int64_t splits;
     int64_t chunk;
     double eps;

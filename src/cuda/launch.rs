@@ -14,8 +14,10 @@ const BLOCKS_PER_SM: usize = 8;
 pub enum Launch {
     Along {
         name_suffix: &'static str,
-        /// Blocks along x; the grid's y extent is `params.splits`.
-        grid: u32,
+        /// Blocks (x over outputs, y over splits of the reduced axis).
+        grid: (u32, u32),
+        /// Threads per block (x × y = BLOCK).
+        block: (u32, u32),
         params: cosim_along_params,
     },
     Rows {
@@ -104,15 +106,31 @@ fn along(plan: &Plan, buf: Buffers, sms: usize) -> Launch {
     };
     let v = if suffix == "s" { 1 } else { vec };
     let threads = outer_count * (inner.len / v);
-    // Few outputs with a long reduction: split the reduced axis so that about two blocks per
-    // SM have work, each split still walking at least 16 steps.
+    // Few outputs with a long reduction: split the reduced axis so that about two blocks' worth
+    // of threads per SM have work, each split walking at least 16 steps. A block then holds
+    // `by` splits of `bx` threads' outputs instead of idling most of its lanes.
     let len = plan.reduce.len;
     let target = sms * 2 * BLOCK as usize;
     let mut splits = 1;
     if threads > 0 && threads < target && len >= 64 {
-        splits = target.div_ceil(threads).min(len / 16).min(65_535);
+        splits = target.div_ceil(threads).min(len / 16);
     }
     let chunk = len.div_ceil(splits.max(1)).max(1);
+    let splits = len.div_ceil(chunk).max(1);
+    let (block, grid) = if splits > 1 {
+        let bx = threads.next_power_of_two().min(BLOCK as usize);
+        let by = BLOCK as usize / bx;
+        let gy = splits.div_ceil(by).min(65_535);
+        (
+            (bx as u32, by as u32),
+            (threads.div_ceil(bx) as u32, gy as u32),
+        )
+    } else {
+        ((BLOCK, 1), (grid_for(threads, sms), 1))
+    };
+    // The grid's y extent must cover every split.
+    let splits = splits.min(grid.1 as usize * block.1 as usize);
+    let chunk = len.div_ceil(splits).max(1);
     let splits = len.div_ceil(chunk).max(1);
     let params = cosim_along_params {
         outer: index(rest),
@@ -129,7 +147,8 @@ fn along(plan: &Plan, buf: Buffers, sms: usize) -> Launch {
     };
     Launch::Along {
         name_suffix: suffix,
-        grid: grid_for(threads, sms),
+        grid,
+        block,
         params,
     }
 }
@@ -234,12 +253,16 @@ mod tests {
             Launch::Along {
                 name_suffix,
                 grid,
+                block,
                 params,
             } => {
                 assert_eq!(name_suffix, "v");
                 assert_eq!(params.outer_count, 64);
                 assert_eq!(params.inner, 16384);
-                assert_eq!(grid, (64 * 16384 / 4 / 256) as u32);
+                assert_eq!(
+                    (grid, block),
+                    (((64 * 16384 / 4 / 256) as u32, 1), (256, 1))
+                );
             }
             l => panic!("{l:?}"),
         }
@@ -346,14 +369,19 @@ mod tests {
         match plan_launch(&p, bufs(4), 132) {
             Launch::Along {
                 name_suffix,
+                grid,
+                block,
                 params,
-                ..
             } => {
                 assert_eq!(name_suffix, "v");
                 assert!(params.splits > 1000, "{}", params.splits);
                 assert!(params.chunk * params.splits >= 1 << 20);
                 assert!(params.chunk * (params.splits - 1) < 1 << 20);
                 assert!(params.chunk >= 16);
+                // 16 threads of outputs × 16 splits per block; every split has a thread.
+                assert_eq!(block, (16, 16));
+                assert_eq!(grid.0, 1);
+                assert!(i64::from(grid.1 * block.1) >= params.splits);
             }
             l => panic!("{l:?}"),
         }

@@ -427,6 +427,7 @@ impl Cuda {
             Launch::Along {
                 name_suffix,
                 grid,
+                block,
                 params,
             } => {
                 let partials = self.scratch(scratch)?;
@@ -435,8 +436,9 @@ impl Cuda {
                     .kernels
                     .function(Family::Along, &format!("cosim_along_{ty}_{name_suffix}"))?;
                 let split_cfg = LaunchConfig {
-                    grid_dim: (grid, params.splits as u32, 1),
-                    ..cfg(grid)
+                    grid_dim: (grid.0, grid.1, 1),
+                    block_dim: (block.0, block.1, 1),
+                    shared_mem_bytes: 0,
                 };
                 // SAFETY: the signature is (cosim_along_params, const T*, const T*, T*, acc*);
                 // the plan was validated against both input lengths and the output length,
