@@ -74,23 +74,26 @@ __device__ __forceinline__ void along(const cosim_along_params& p, const T* __re
     }
 }
 
-// Combines the per-split partial sums of every output (coalesced across outputs).
+// Combines the per-split partial sums: one warp per output, its lanes striding over the
+// splits (there are many splits exactly when there are few outputs).
 template <typename T>
 __device__ __forceinline__ void along_finish(const cosim_along_params& p,
                                              const acc_t<T>* __restrict__ partials,
                                              T* __restrict__ out) {
     using A = acc_t<T>;
     const int64_t outputs = p.outer_count * p.inner;
-    const int64_t step = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < outputs; o += step) {
+    const int64_t warps = ((int64_t)gridDim.x * blockDim.x) / 32;
+    const int lane = threadIdx.x % 32;
+    for (int64_t o = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32; o < outputs; o += warps) {
         Sums<A> s = Sums<A>::zero();
-        for (int64_t k = 0; k < p.splits; ++k) {
+        for (int64_t k = lane; k < p.splits; k += 32) {
             const A* q = partials + k * 3 * outputs + o;
             s.dot += q[0];
             s.n1 += q[outputs];
             s.n2 += q[2 * outputs];
         }
-        out[o] = from_acc<T>(finish(s, (A)p.eps));
+        s = group_sum<32>(s);
+        if (lane == 0) out[o] = from_acc<T>(finish(s, (A)p.eps));
     }
 }
 

@@ -460,13 +460,14 @@ impl Cuda {
                         .function(Family::Along, &format!("cosim_along_finish_{ty}"))?;
                     let outputs = (params.outer_count * params.inner) as usize;
                     // SAFETY: signature (cosim_along_params, const acc*, T*); reads the
-                    // partials written just above on the same stream, writes every output.
+                    // partials written just above on the same stream, writes every output
+                    // (one warp per output; BLOCK is a multiple of 32).
                     unsafe {
                         s.launch_builder(&f)
                             .arg(&params)
                             .arg(&pp)
                             .arg(&po)
-                            .launch(cfg(grid_for(outputs, self.sms)))
+                            .launch(cfg(grid_for(outputs * 32, self.sms)))
                     }?;
                 }
                 if pw != 0 {
