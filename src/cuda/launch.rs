@@ -217,6 +217,21 @@ fn rows(plan: &Plan, buf: Buffers, sms: usize, constant: u8) -> Launch {
     }
 }
 
+/// Row parameters for the scale kernel that reweights input 2 after the similarities of
+/// `plan` are written (row r = output r, row_len = the reduced length).
+pub fn scale_params(plan: &Plan) -> cosim_rows_params {
+    cosim_rows_params {
+        rows: index(&plan.outer),
+        row_count: plan.out_len() as i64,
+        row_len: plan.reduce.len as i64,
+        splits: 1,
+        chunk: plan.reduce.len as i64,
+        eps: plan.eps,
+        reweight_input: 2,
+        constant_input: 0,
+    }
+}
+
 impl Launch {
     /// Device scratch the launch needs beyond its outputs: split partial sums.
     pub fn scratch_bytes(&self, acc_bytes: usize) -> usize {

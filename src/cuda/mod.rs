@@ -21,7 +21,7 @@ use cudarc::driver::{
     DriverError, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use kernels::{Family, Kernels};
-use launch::{grid_for, plan_launch, Buffers, Launch, BLOCK};
+use launch::{grid_for, plan_launch, scale_params, Buffers, Launch, BLOCK};
 use std::sync::Arc;
 
 pub use kernels::{build_info, built as kernels_built};
@@ -309,13 +309,14 @@ impl Cuda {
         unsafe { self.stream.alloc::<T>(len) }.map_err(oom(what, len * std::mem::size_of::<T>()))
     }
 
-    /// Split partial sums: `bytes` of device scratch (none when 0, as a 0-length buffer).
-    fn scratch(&self, bytes: usize) -> Result<CudaSlice<u8>> {
+    /// Split partial sums: `bytes` of device scratch, or nothing when no split needs it.
+    fn scratch(&self, bytes: usize) -> Result<Option<CudaSlice<u8>>> {
         if bytes == 0 {
-            return self.empty();
+            return Ok(None);
         }
         // SAFETY: the kernels write every partial before the finish kernels read it.
-        unsafe { self.stream.alloc::<u8>(bytes) }.map_err(oom("split partial sums", bytes))
+        let buf = unsafe { self.stream.alloc::<u8>(bytes) };
+        Ok(Some(buf.map_err(oom("split partial sums", bytes))?))
     }
 
     fn check_device<T>(&self, what: &'static str, buf: &impl DeviceSlice<T>) -> Result<()> {
@@ -411,68 +412,33 @@ impl Cuda {
             x1_aligned: aligned(p1),
             x2_aligned: aligned(p2),
             out_aligned: aligned(po),
-            reweight: _gw.as_ref().map(|_| (2, aligned(pw))),
+            reweight: (pw != 0).then(|| (2, aligned(pw))),
         };
-        let cfg = |grid: u32| LaunchConfig {
-            grid_dim: (grid, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
+        let ptrs = Ptrs {
+            x1: p1,
+            x2: p2,
+            out: po,
+            weighted: pw,
         };
-        let ty = T::NAME;
-        // Reweighting still to do after the similarity kernels, with the input's vector stride.
-        let mut scale_after: Option<(params::cosim_rows_params, i64)> = None;
         let launch = plan_launch(plan, buf, self.sms);
-        let scratch = launch.scratch_bytes(std::mem::size_of::<T::Acc>());
-        match launch {
+        let partials = self.scratch(launch.scratch_bytes(std::mem::size_of::<T::Acc>()))?;
+        let (pp, _gp) = match &partials {
+            Some(b) => {
+                let (p, g) = b.device_ptr(s);
+                (p, Some(g))
+            }
+            None => (0, None),
+        };
+        // Reweighting left for the scale kernel: its parameters and the input's vector stride.
+        let scale_after = match launch {
             Launch::Along {
                 name_suffix,
                 grid,
                 block,
                 params,
             } => {
-                let partials = self.scratch(scratch)?;
-                let (pp, _gp) = partials.device_ptr(s);
-                let f = self
-                    .kernels
-                    .function(Family::Along, &format!("cosim_along_{ty}_{name_suffix}"))?;
-                let split_cfg = LaunchConfig {
-                    grid_dim: (grid.0, grid.1, 1),
-                    block_dim: (block.0, block.1, 1),
-                    shared_mem_bytes: 0,
-                };
-                // SAFETY: the signature is (cosim_along_params, const T*, const T*, T*, acc*);
-                // the plan was validated against both input lengths and the output length,
-                // and the kernel reads and writes only inside them; with splits > 1 it
-                // writes 3·splits·outputs accumulators to `partials`, which holds exactly
-                // that many (`scratch_bytes`), and nothing to `out`.
-                unsafe {
-                    s.launch_builder(&f)
-                        .arg(&params)
-                        .arg(&p1)
-                        .arg(&p2)
-                        .arg(&po)
-                        .arg(&pp)
-                        .launch(split_cfg)
-                }?;
-                if params.splits > 1 {
-                    let f = self
-                        .kernels
-                        .function(Family::Along, &format!("cosim_along_finish_{ty}"))?;
-                    let outputs = (params.outer_count * params.inner) as usize;
-                    // SAFETY: signature (cosim_along_params, const acc*, T*); reads the
-                    // partials written just above on the same stream, writes every output
-                    // (one warp per output; BLOCK is a multiple of 32).
-                    unsafe {
-                        s.launch_builder(&f)
-                            .arg(&params)
-                            .arg(&pp)
-                            .arg(&po)
-                            .launch(cfg(grid_for(outputs * 32, self.sms)))
-                    }?;
-                }
-                if pw != 0 {
-                    scale_after = Some((rows_params_for_scale(plan), plan.reduce.stride2 as i64));
-                }
+                self.launch_along::<T>(name_suffix, grid, block, &params, ptrs, pp)?;
+                (pw != 0).then(|| (scale_params(plan), plan.reduce.stride2 as i64))
             }
             Launch::Rows {
                 kind,
@@ -480,107 +446,165 @@ impl Cuda {
                 grid,
                 params,
             } => {
-                let v = if vector { "v" } else { "s" };
-                if kind == "block" {
-                    let partials = self.scratch(scratch)?;
-                    let (pp, _gp) = partials.device_ptr(s);
-                    let f = self
-                        .kernels
-                        .function(Family::Rows, &format!("cosim_rows_block_{ty}_{v}"))?;
-                    // SAFETY: signature (cosim_rows_params, const T*, const T*, T*, T*, acc*);
-                    // rows and lengths come from the validated plan; `weighted` is only
-                    // touched when reweight_input != 0 and splits == 1, in which case it
-                    // holds row_count·row_len elements; `partials` holds 3·rows·splits
-                    // accumulators whenever splits > 1.
-                    unsafe {
-                        s.launch_builder(&f)
-                            .arg(&params)
-                            .arg(&p1)
-                            .arg(&p2)
-                            .arg(&po)
-                            .arg(&pw)
-                            .arg(&pp)
-                            .launch(cfg(grid))
-                    }?;
-                    if params.splits > 1 {
-                        let f = self
-                            .kernels
-                            .function(Family::Rows, &format!("cosim_rows_finish_{ty}"))?;
-                        let grid = grid_for(params.row_count as usize * 32, self.sms);
-                        // SAFETY: signature (cosim_rows_params, const acc*, T*); reads the
-                        // partials written above (same stream) and writes row_count outputs.
-                        unsafe {
-                            s.launch_builder(&f)
-                                .arg(&params)
-                                .arg(&pp)
-                                .arg(&po)
-                                .launch(cfg(grid))
-                        }?;
-                        if pw != 0 {
-                            // The reweighted input is x2; stride 0 when it is the constant one.
-                            let y_stride = i64::from(params.constant_input != 2);
-                            scale_after = Some((params, y_stride));
-                        }
-                    }
-                } else {
-                    let f = self
-                        .kernels
-                        .function(Family::Rows, &format!("cosim_rows_{kind}_{ty}_{v}"))?;
-                    // SAFETY: signature (cosim_rows_params, const T*, const T*, T*, T*); as for
-                    // the block kernel, with `weighted` written only when reweighting.
-                    unsafe {
-                        s.launch_builder(&f)
-                            .arg(&params)
-                            .arg(&p1)
-                            .arg(&p2)
-                            .arg(&po)
-                            .arg(&pw)
-                            .launch(cfg(grid))
-                    }?;
-                }
+                self.launch_rows::<T>(kind, vector, grid, &params, ptrs, pp)?;
+                // Split rows leave reweighting to the scale kernel; the reweighted input is x2,
+                // with stride 0 when it is the constant one.
+                (pw != 0 && params.splits > 1)
+                    .then(|| (params, i64::from(params.constant_input != 2)))
             }
-        }
-        if let Some((mut params, y_stride)) = scale_after {
-            params.reweight_input = 2;
+        };
+        if let Some((params, y_stride)) = scale_after {
             let f = self
                 .kernels
-                .function(Family::Rows, &format!("cosim_scale_{ty}"))?;
-            let total = (params.row_count * params.row_len) as usize;
-            let grid = grid_for(total, self.sms);
+                .function(Family::Rows, &format!("cosim_scale_{}", T::NAME))?;
+            let grid = grid_for((params.row_count * params.row_len) as usize, self.sms);
             // SAFETY: signature (cosim_rows_params, int64, const T*, const T*, const T*, T*);
-            // reads input 2 at the plan's offsets and the similarities just written, writes
-            // row_count·row_len weighted elements.
+            // reads input 2 at the plan's offsets and the similarities just written (same
+            // stream), writes row_count·row_len weighted elements, which `weighted` holds.
             unsafe {
                 s.launch_builder(&f)
                     .arg(&params)
                     .arg(&y_stride)
-                    .arg(&p1)
-                    .arg(&p2)
-                    .arg(&po)
-                    .arg(&pw)
-                    .launch(cfg(grid))
+                    .arg(&ptrs.x1)
+                    .arg(&ptrs.x2)
+                    .arg(&ptrs.out)
+                    .arg(&ptrs.weighted)
+                    .launch(cfg_1d(grid))
+            }?;
+        }
+        Ok(())
+    }
+
+    /// The along kernel, and with splits the kernel that combines their partial sums.
+    fn launch_along<T: CudaElement>(
+        &self,
+        suffix: &str,
+        grid: (u32, u32),
+        block: (u32, u32),
+        params: &params::cosim_along_params,
+        p: Ptrs,
+        partials: u64,
+    ) -> Result<()> {
+        let s = &self.stream;
+        let f = self
+            .kernels
+            .function(Family::Along, &format!("cosim_along_{}_{suffix}", T::NAME))?;
+        let cfg = LaunchConfig {
+            grid_dim: (grid.0, grid.1, 1),
+            block_dim: (block.0, block.1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the signature is (cosim_along_params, const T*, const T*, T*, acc*); the
+        // plan was validated against both input lengths and the output length, and the kernel
+        // reads and writes only inside them; with splits > 1 it writes 3·splits·outputs
+        // accumulators to `partials`, which holds exactly that many, and nothing to `out`.
+        unsafe {
+            s.launch_builder(&f)
+                .arg(params)
+                .arg(&p.x1)
+                .arg(&p.x2)
+                .arg(&p.out)
+                .arg(&partials)
+                .launch(cfg)
+        }?;
+        if params.splits > 1 {
+            let f = self
+                .kernels
+                .function(Family::Along, &format!("cosim_along_finish_{}", T::NAME))?;
+            let outputs = (params.outer_count * params.inner) as usize;
+            // SAFETY: signature (cosim_along_params, const acc*, T*); reads the partials
+            // written just above on the same stream, writes every output (one warp per output;
+            // BLOCK is a multiple of 32).
+            unsafe {
+                s.launch_builder(&f)
+                    .arg(params)
+                    .arg(&partials)
+                    .arg(&p.out)
+                    .launch(cfg_1d(grid_for(outputs * 32, self.sms)))
+            }?;
+        }
+        Ok(())
+    }
+
+    /// A row kernel, and with splits the kernel that combines their partial sums.
+    fn launch_rows<T: CudaElement>(
+        &self,
+        kind: &str,
+        vector: bool,
+        grid: u32,
+        params: &params::cosim_rows_params,
+        p: Ptrs,
+        partials: u64,
+    ) -> Result<()> {
+        let s = &self.stream;
+        let (ty, v) = (T::NAME, if vector { "v" } else { "s" });
+        if kind != "block" {
+            let f = self
+                .kernels
+                .function(Family::Rows, &format!("cosim_rows_{kind}_{ty}_{v}"))?;
+            // SAFETY: signature (cosim_rows_params, const T*, const T*, T*, T*); rows and
+            // lengths come from the validated plan; `weighted` is written only when
+            // reweight_input != 0, and then holds row_count·row_len elements.
+            return Ok(unsafe {
+                s.launch_builder(&f)
+                    .arg(params)
+                    .arg(&p.x1)
+                    .arg(&p.x2)
+                    .arg(&p.out)
+                    .arg(&p.weighted)
+                    .launch(cfg_1d(grid))
+            }
+            .map(drop)?);
+        }
+        let f = self
+            .kernels
+            .function(Family::Rows, &format!("cosim_rows_block_{ty}_{v}"))?;
+        // SAFETY: signature (cosim_rows_params, const T*, const T*, T*, T*, acc*); as for the
+        // group kernels, with `weighted` written only when splits == 1; `partials` holds
+        // 3·rows·splits accumulators whenever splits > 1.
+        unsafe {
+            s.launch_builder(&f)
+                .arg(params)
+                .arg(&p.x1)
+                .arg(&p.x2)
+                .arg(&p.out)
+                .arg(&p.weighted)
+                .arg(&partials)
+                .launch(cfg_1d(grid))
+        }?;
+        if params.splits > 1 {
+            let f = self
+                .kernels
+                .function(Family::Rows, &format!("cosim_rows_finish_{ty}"))?;
+            let grid = grid_for(params.row_count as usize * 32, self.sms);
+            // SAFETY: signature (cosim_rows_params, const acc*, T*); reads the partials written
+            // above (same stream) and writes row_count outputs.
+            unsafe {
+                s.launch_builder(&f)
+                    .arg(params)
+                    .arg(&partials)
+                    .arg(&p.out)
+                    .launch(cfg_1d(grid))
             }?;
         }
         Ok(())
     }
 }
 
-/// Rows parameters that let the scale kernel walk the plan's outputs.
-fn rows_params_for_scale(plan: &Plan) -> params::cosim_rows_params {
-    let mut p = params::cosim_rows_params {
-        row_count: plan.out_len() as i64,
-        row_len: plan.reduce.len as i64,
-        splits: 1,
-        chunk: plan.reduce.len as i64,
-        eps: plan.eps,
-        reweight_input: 2,
-        ..Default::default()
-    };
-    p.rows.ndim = plan.outer.len() as i32;
-    for (d, a) in plan.outer.iter().enumerate() {
-        p.rows.size[d] = a.len as i64;
-        p.rows.stride1[d] = a.stride1 as i64;
-        p.rows.stride2[d] = a.stride2 as i64;
+/// Device pointers of one launch (0 for an absent weighted output).
+#[derive(Clone, Copy)]
+struct Ptrs {
+    x1: u64,
+    x2: u64,
+    out: u64,
+    weighted: u64,
+}
+
+/// `grid` blocks of BLOCK threads.
+fn cfg_1d(grid: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
     }
-    p
 }
