@@ -5,6 +5,22 @@
 //! long rows are split across SMs ([`Cuda::scratch_bytes`] says how much).
 //!
 //! Every call is asynchronous on the handle's stream, like cudarc's own operations.
+//!
+//! ```no_run
+//! use cosim::cuda::Cuda;
+//! # fn main() -> Result<(), cosim::Error> {
+//! let gpu = Cuda::new(0)?; // Err(NoDriver / NoDevice / KernelsNotBuilt) where it cannot run
+//! let (n, c, h, w) = (8, 64, 32, 32);
+//! let x = gpu.upload(&vec![1.0f32; n * c * h * w])?;
+//! let proto = gpu.upload(&vec![0.5f32; c])?;
+//! // Every pixel against one prototype: [8, 64, 32, 32] vs [1, 64, 1, 1], dim 1 → [8, 32, 32].
+//! let s = gpu.cosine_similarity(&x, &[n, c, h, w], &proto, &[1, c, 1, 1], 1, None)?;
+//! assert_eq!(s.shape, vec![n, h, w]);
+//! let host = gpu.download(&s.values)?; // waits for the stream
+//! assert!(host.iter().all(|&v| (v - 1.0).abs() < 1e-6));
+//! # Ok(())
+//! # }
+//! ```
 
 mod kernels;
 mod launch;
