@@ -32,13 +32,12 @@ fn main() {
     }
     let require = env::var("COSIM_REQUIRE_KERNELS").is_ok_and(|v| v == "1");
     let Some(nvcc) = find_nvcc() else {
-        let msg = "nvcc not found (looked at $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, $PATH, \
-                   /usr/local/cuda/bin, ./.venv-nvcc): building without CUDA kernels; \
-                   scripts/install-nvcc.sh installs one";
+        let looked = "looked at $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, $PATH, /usr/local/cuda/bin, \
+                      ./.venv-nvcc; scripts/install-nvcc.sh installs one and prints its path";
         if require {
-            panic!("COSIM_REQUIRE_KERNELS=1 but {msg}");
+            panic!("COSIM_REQUIRE_KERNELS=1 but nvcc was not found ({looked})");
         }
-        println!("cargo::warning={msg}");
+        println!("cargo::warning=nvcc not found, building without CUDA kernels ({looked})");
         return;
     };
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
