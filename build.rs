@@ -32,7 +32,8 @@ fn main() {
     }
     let require = env::var("COSIM_REQUIRE_KERNELS").is_ok_and(|v| v == "1");
     let Some(nvcc) = find_nvcc() else {
-        let looked = "looked at $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, $PATH, /usr/local/cuda/bin, \
+        let looked =
+            "looked at $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, $PATH, /usr/local/cuda/bin, \
                       ./.venv-nvcc; scripts/install-nvcc.sh installs one and prints its path";
         if require {
             panic!("COSIM_REQUIRE_KERNELS=1 but nvcc was not found ({looked})");

@@ -428,6 +428,19 @@ fn constant_per_row<T: Element>(seed: u64) -> Result<()> {
 
 per_dtype!(large_constant_per_row, constant_per_row, 3400);
 
+/// Rank 8, the most the plans take, with broadcasting on both sides and every dim reduced.
+fn rank_eight<T: Element>(seed: u64) -> Result<()> {
+    let (s1, s2) = ([2usize, 1, 3, 2, 1, 2, 3, 2], [1usize, 2, 3, 1, 2, 2, 1, 2]);
+    for dim in -8..8 {
+        check_along::<T>(seed + dim as u64 + 8, &s1, &s2, dim)?;
+    }
+    let e = cpu::cosine_similarity(&[0.0f32; 512], &[2; 9], &[0.0f32; 512], &[2; 9], 0, None);
+    ensure!(matches!(e, Err(cosim::Error::RankTooLarge { .. })), "{e:?}");
+    Ok(())
+}
+
+per_dtype!(edge_rank_eight, rank_eight, 3500);
+
 /// Per-channel similarity of maps large enough for several threads: [4, 8, 64, 64].
 #[test]
 fn large_flattened_channels() -> Result<()> {

@@ -205,6 +205,8 @@ fn variants<T: CudaElement>(seed: u64) -> Result<()> {
         (&[1 << 16, 16], &[1 << 16, 16], 0),     // few outputs, long reduction: split along
         (&[40_000, 3], &[40_000, 3], 0),         // the same, scalar
         (&[3000, 2, 8], &[1, 2, 8], 0),          // split along with a broadcast input
+        (&[2, 1, 3, 2, 1, 2, 3, 2], &[1, 2, 3, 1, 2, 2, 1, 2], 3), // rank 8, both broadcast
+        (&[2, 1, 3, 2, 1, 2, 3, 2], &[1, 2, 3, 1, 2, 2, 1, 2], -1),
     ];
     let mut case = 0;
     for (s1, s2, dim) in along {
