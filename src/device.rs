@@ -68,17 +68,9 @@ impl Device {
             Device::Cpu => cpu::cosine_similarity(x1, shape1, x2, shape2, dim, eps),
             #[cfg(feature = "cuda")]
             Device::Cuda(c) => {
-                crate::plan::Plan::along(shape1, shape2, dim, eps)?.check_inputs(
-                    x1.len(),
-                    x2.len(),
-                    shape1,
-                    shape2,
-                )?;
-                let (a, b) = (c.upload(x1)?, c.upload(x2)?);
-                let s = c.cosine_similarity(&a, shape1, &b, shape2, dim, eps)?;
-                Ok(Similarity {
-                    values: c.download(&s.values)?,
-                    shape: s.shape,
+                let plan = crate::plan::Plan::along(shape1, shape2, dim, eps);
+                gpu::similarity(c, plan, (x1, shape1), (x2, shape2), |a, b| {
+                    c.cosine_similarity(a, shape1, b, shape2, dim, eps)
                 })
             }
         }
@@ -101,17 +93,9 @@ impl Device {
             Device::Cpu => cpu::channel_similarity(x1, shape1, x2, shape2, flatten_from, eps),
             #[cfg(feature = "cuda")]
             Device::Cuda(c) => {
-                crate::plan::Plan::flattened(shape1, shape2, flatten_from, eps)?.check_inputs(
-                    x1.len(),
-                    x2.len(),
-                    shape1,
-                    shape2,
-                )?;
-                let (a, b) = (c.upload(x1)?, c.upload(x2)?);
-                let s = c.channel_similarity(&a, shape1, &b, shape2, flatten_from, eps)?;
-                Ok(Similarity {
-                    values: c.download(&s.values)?,
-                    shape: s.shape,
+                let plan = crate::plan::Plan::flattened(shape1, shape2, flatten_from, eps);
+                gpu::similarity(c, plan, (x1, shape1), (x2, shape2), |a, b| {
+                    c.channel_similarity(a, shape1, b, shape2, flatten_from, eps)
                 })
             }
         }
@@ -134,13 +118,8 @@ impl Device {
             Device::Cpu => cpu::reweight_channels(x, shape_x, y, shape_y, flatten_from, eps),
             #[cfg(feature = "cuda")]
             Device::Cuda(c) => {
-                crate::plan::Plan::flattened(shape_x, shape_y, flatten_from, eps)?.check_inputs(
-                    x.len(),
-                    y.len(),
-                    shape_x,
-                    shape_y,
-                )?;
-                let (a, b) = (c.upload(x)?, c.upload(y)?);
+                let plan = crate::plan::Plan::flattened(shape_x, shape_y, flatten_from, eps);
+                let (a, b) = gpu::upload(c, plan, (x, shape_x), (y, shape_y))?;
                 let r = c.reweight_channels(&a, shape_x, &b, shape_y, flatten_from, eps)?;
                 Ok(Reweighted {
                     weighted: c.download(&r.weighted)?,
@@ -150,5 +129,43 @@ impl Device {
                 })
             }
         }
+    }
+}
+
+/// Host-buffer calls on the GPU: validate, upload, compute, download.
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::AnyElement;
+    use crate::cuda::Cuda;
+    use crate::plan::Plan;
+    use crate::{Result, Similarity};
+    use cudarc::driver::CudaSlice;
+
+    /// Both inputs on the device, after checking them against `plan` (so that a bad call
+    /// copies nothing).
+    pub fn upload<T: AnyElement>(
+        c: &Cuda,
+        plan: Result<Plan>,
+        (x1, shape1): (&[T], &[usize]),
+        (x2, shape2): (&[T], &[usize]),
+    ) -> Result<(CudaSlice<T>, CudaSlice<T>)> {
+        plan?.check_inputs(x1.len(), x2.len(), shape1, shape2)?;
+        Ok((c.upload(x1)?, c.upload(x2)?))
+    }
+
+    /// `f` on the uploaded inputs, its result copied back.
+    pub fn similarity<T: AnyElement>(
+        c: &Cuda,
+        plan: Result<Plan>,
+        x1: (&[T], &[usize]),
+        x2: (&[T], &[usize]),
+        f: impl FnOnce(&CudaSlice<T>, &CudaSlice<T>) -> Result<Similarity<CudaSlice<T>>>,
+    ) -> Result<Similarity<Vec<T>>> {
+        let (a, b) = upload(c, plan, x1, x2)?;
+        let s = f(&a, &b)?;
+        Ok(Similarity {
+            values: c.download(&s.values)?,
+            shape: s.shape,
+        })
     }
 }
