@@ -33,7 +33,7 @@ __device__ __forceinline__ void scale_row(const T* y, int64_t y_stride, T* w, in
 #pragma unroll
             for (int q = 0; q < V; ++q) r.v[q] = from_acc<T>(to_acc(y[(j + q) * y_stride]) * s);
         }
-        store_pack<T, V>(w + j, r);
+        store_pack_once<T, V>(w + j, r);
     }
 }
 
@@ -43,7 +43,7 @@ __device__ __forceinline__ void scale_row(const T* y, int64_t y_stride, T* w, in
 // two of them ahead of the first FMA (sm_90 SASS), so each thread keeps 2×32 bytes in flight
 // instead of one pair's 32 — with ~1500 resident threads, ~100 KB per SM, several times what
 // HBM latency × bandwidth asks for.
-template <typename T, int V>
+template <typename T, int V, bool ONCE_A = false>
 __device__ __forceinline__ Sums<acc_t<T>> row_sums(const T* a, const T* b, int constant,
                                                    int64_t begin, int64_t end, int lane,
                                                    int width) {
@@ -78,7 +78,7 @@ __device__ __forceinline__ Sums<acc_t<T>> row_sums(const T* a, const T* b, int c
         Pack<T, V> va[4], vb[4];
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
-            va[u] = load_pack<T, V>(a + j + u * step);
+            va[u] = ONCE_A ? load_pack_once<T, V>(a + j + u * step) : load_pack<T, V>(a + j + u * step);
             vb[u] = load_pack<T, V>(b + j + u * step);
         }
 #pragma unroll
@@ -87,7 +87,7 @@ __device__ __forceinline__ Sums<acc_t<T>> row_sums(const T* a, const T* b, int c
             for (int q = 0; q < V; ++q) s.add(to_acc(va[u].v[q]), to_acc(vb[u].v[q]));
     }
     for (; j < end; j += step) {
-        const Pack<T, V> va = load_pack<T, V>(a + j);
+        const Pack<T, V> va = ONCE_A ? load_pack_once<T, V>(a + j) : load_pack<T, V>(a + j);
         const Pack<T, V> vb = load_pack<T, V>(b + j);
 #pragma unroll
         for (int q = 0; q < V; ++q) s.add(to_acc(va.v[q]), to_acc(vb.v[q]));
@@ -149,8 +149,13 @@ __device__ __forceinline__ void rows_block(const cosim_rows_params& p, const T* 
         const int64_t end = min(p.row_len, begin + p.chunk);
         int64_t off1, off2;
         outer_offsets(p.rows, r, off1, off2);
-        Sums<A> s = row_sums<T, V>(x1 + off1, x2 + off2, p.constant_input, begin, end, threadIdx.x,
-                                   blockDim.x);
+        // Fused reweighting reads y's row again right after: x is read once and marked so,
+        // which leaves L2 to the y rows of the resident blocks.
+        Sums<A> s = p.reweight_input == 2 && p.splits == 1
+                        ? row_sums<T, V, true>(x1 + off1, x2 + off2, p.constant_input, begin, end,
+                                               threadIdx.x, blockDim.x)
+                        : row_sums<T, V>(x1 + off1, x2 + off2, p.constant_input, begin, end,
+                                         threadIdx.x, blockDim.x);
         s = block_sum(s, scratch);
         if (p.splits > 1) {
             if (threadIdx.x == 0) {
