@@ -432,7 +432,7 @@ per_dtype!(large_constant_per_row, constant_per_row, 3400);
 fn rank_eight<T: Element>(seed: u64) -> Result<()> {
     let (s1, s2) = ([2usize, 1, 3, 2, 1, 2, 3, 2], [1usize, 2, 3, 1, 2, 2, 1, 2]);
     for dim in -8..8 {
-        check_along::<T>(seed + dim as u64 + 8, &s1, &s2, dim)?;
+        check_along::<T>(seed + (dim + 8) as u64, &s1, &s2, dim)?;
     }
     let e = cpu::cosine_similarity(&[0.0f32; 512], &[2; 9], &[0.0f32; 512], &[2; 9], 0, None);
     ensure!(matches!(e, Err(cosim::Error::RankTooLarge { .. })), "{e:?}");
