@@ -36,26 +36,15 @@ template <typename T, int V> struct alignas(V * sizeof(T)) Pack {
     T v[V];
 };
 
-template <typename T, int V>
+// V elements as one 16-byte load through the read-only path; with ONCE, marked "streaming,
+// read once" (ld.global.cs: evict-first in L1 and L2), for data that must not push out what
+// is about to be read again.
+template <typename T, int V, bool ONCE = false>
 __device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
     Pack<T, V> r;
     if constexpr (V * sizeof(T) == 16) {
-        const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
-        r = *reinterpret_cast<const Pack<T, V>*>(&raw);
-    } else {
-#pragma unroll
-        for (int i = 0; i < V; ++i) r.v[i] = p[i];
-    }
-    return r;
-}
-
-// As load_pack, marked "streaming, read once" (ld.global.cs: evict-first in L1 and L2), for
-// data that must not push out what is about to be read again.
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> load_pack_once(const T* p) {
-    Pack<T, V> r;
-    if constexpr (V * sizeof(T) == 16) {
-        const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(p));
+        const uint4* q = reinterpret_cast<const uint4*>(p);
+        const uint4 raw = ONCE ? __ldcs(q) : __ldg(q);
         r = *reinterpret_cast<const Pack<T, V>*>(&raw);
     } else {
 #pragma unroll
@@ -73,15 +62,11 @@ __device__ __forceinline__ Pack<T, V> splat(const T* p) {
     return r;
 }
 
-template <typename T, int V>
+// V elements as one 16-byte store; with ONCE, streaming (st.global.cs: evict-first), for
+// output nobody reads back here.
+template <typename T, int V, bool ONCE = false>
 __device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& x) {
-    *reinterpret_cast<Pack<T, V>*>(p) = x;
-}
-
-// As store_pack, streaming (st.global.cs: evict-first), for output nobody reads back here.
-template <typename T, int V>
-__device__ __forceinline__ void store_pack_once(T* p, const Pack<T, V>& x) {
-    if constexpr (V * sizeof(T) == 16) {
+    if constexpr (ONCE && V * sizeof(T) == 16) {
         __stcs(reinterpret_cast<uint4*>(p), *reinterpret_cast<const uint4*>(&x));
     } else {
         *reinterpret_cast<Pack<T, V>*>(p) = x;

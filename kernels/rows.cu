@@ -33,7 +33,7 @@ __device__ __forceinline__ void scale_row(const T* y, int64_t y_stride, T* w, in
 #pragma unroll
             for (int q = 0; q < V; ++q) r.v[q] = from_acc<T>(to_acc(y[(j + q) * y_stride]) * s);
         }
-        store_pack_once<T, V>(w + j, r);
+        store_pack<T, V, true>(w + j, r);
     }
 }
 
@@ -78,7 +78,7 @@ __device__ __forceinline__ Sums<acc_t<T>> row_sums(const T* a, const T* b, int c
         Pack<T, V> va[4], vb[4];
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
-            va[u] = ONCE_A ? load_pack_once<T, V>(a + j + u * step) : load_pack<T, V>(a + j + u * step);
+            va[u] = load_pack<T, V, ONCE_A>(a + j + u * step);
             vb[u] = load_pack<T, V>(b + j + u * step);
         }
 #pragma unroll
@@ -87,7 +87,7 @@ __device__ __forceinline__ Sums<acc_t<T>> row_sums(const T* a, const T* b, int c
             for (int q = 0; q < V; ++q) s.add(to_acc(va[u].v[q]), to_acc(vb[u].v[q]));
     }
     for (; j < end; j += step) {
-        const Pack<T, V> va = ONCE_A ? load_pack_once<T, V>(a + j) : load_pack<T, V>(a + j);
+        const Pack<T, V> va = load_pack<T, V, ONCE_A>(a + j);
         const Pack<T, V> vb = load_pack<T, V>(b + j);
 #pragma unroll
         for (int q = 0; q < V; ++q) s.add(to_acc(va.v[q]), to_acc(vb.v[q]));
