@@ -59,6 +59,31 @@ pub enum Error {
         shape: Vec<usize>,
         expected: usize,
     },
+    /// A pairwise set is not `[N, D]`/`[D, N]` or `[B, N, D]`/`[B, D, N]`.
+    #[error("set {which} has shape {shape:?}; with layout {layout:?} it must be {form} or [B, {form_inner}]", form = layout_form(*layout), form_inner = &layout_form(*layout)[1..layout_form(*layout).len() - 1])]
+    PairShape {
+        which: &'static str,
+        shape: Vec<usize>,
+        layout: crate::pairwise::Layout,
+    },
+    /// A pairwise set holds no vectors.
+    #[error("set {which} (shape {shape:?}) holds no vectors")]
+    EmptySet {
+        which: &'static str,
+        shape: Vec<usize>,
+    },
+    /// The two sets of a pairwise call do not fit together.
+    #[error("the {what} of the two sets differ: a has shape {a_shape:?} ({a_layout:?}), b has shape {b_shape:?} ({b_layout:?})")]
+    PairMismatch {
+        what: &'static str,
+        a_shape: Vec<usize>,
+        a_layout: crate::pairwise::Layout,
+        b_shape: Vec<usize>,
+        b_layout: crate::pairwise::Layout,
+    },
+    /// Top-k needs `1 <= k <= M`.
+    #[error("k = {k} is out of range: top-k needs 1 <= k <= {m}, the number of vectors in b")]
+    BadK { k: usize, m: usize },
     /// eps must be a number ≥ 0.
     #[error("eps must be >= 0 and not NaN, got {0}")]
     BadEps(f64),
@@ -85,6 +110,14 @@ pub enum Error {
     #[cfg(feature = "cuda")]
     #[error("CUDA driver error: {0}")]
     Driver(#[from] cudarc::driver::DriverError),
+}
+
+/// How a layout names the dims of an unbatched set, for messages.
+fn layout_form(layout: crate::pairwise::Layout) -> &'static str {
+    match layout {
+        crate::pairwise::Layout::Rows => "[N, D]",
+        crate::pairwise::Layout::Cols => "[D, N]",
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -28,6 +28,7 @@ pub mod cuda;
 mod device;
 mod element;
 mod error;
+pub mod pairwise;
 pub mod plan;
 
 /// The cudarc this crate is built against, for creating buffers and streams that match.
