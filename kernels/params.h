@@ -56,4 +56,32 @@ typedef struct cosim_rows_params {
     int32_t constant_input;
 } cosim_rows_params;
 
+/* One set of vectors of a pairwise problem: element k of vector i of batch b lies at
+ * b·batch_stride + i·vec_stride + k·comp_stride. `cols` = 1 when the vectors are the
+ * columns of a [D, count] matrix (vec_stride 1), 0 for rows (comp_stride 1). `vec` = 1 when
+ * 4-element vector loads are aligned for every vector (base pointer and the contiguous
+ * stride line up). */
+typedef struct cosim_pair_set {
+    int64_t count;
+    int64_t batch_stride;
+    int64_t vec_stride;
+    int64_t comp_stride;
+    int32_t cols;
+    int32_t vec;
+} cosim_pair_set;
+
+/* A pairwise problem: `batch` matrices S[b, i, j] = cos(a_i, b_j) over vectors of `d`
+ * components. A launch covers rows [row0, row0 + rows) of a's vectors; `k` is the top-k
+ * length. */
+typedef struct cosim_pair_params {
+    cosim_pair_set a;
+    cosim_pair_set b;
+    int64_t batch;
+    int64_t d;
+    int64_t k;
+    int64_t row0;
+    int64_t rows;
+    double eps;
+} cosim_pair_params;
+
 #endif

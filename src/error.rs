@@ -84,6 +84,9 @@ pub enum Error {
     /// Top-k needs `1 <= k <= M`.
     #[error("k = {k} is out of range: top-k needs 1 <= k <= {m}, the number of vectors in b")]
     BadK { k: usize, m: usize },
+    /// A pairwise problem exceeds what the kernels index.
+    #[error("too many {what}: {count}")]
+    PairTooLarge { what: &'static str, count: usize },
     /// eps must be a number ≥ 0.
     #[error("eps must be >= 0 and not NaN, got {0}")]
     BadEps(f64),

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 pub enum Family {
     Along,
     Rows,
+    Pairwise,
 }
 
 #[cfg(cosim_kernels)]
@@ -18,6 +19,7 @@ fn image(family: Family) -> Option<&'static [u8]> {
     Some(match family {
         Family::Along => include_bytes!(concat!(env!("OUT_DIR"), "/along.fatbin")),
         Family::Rows => include_bytes!(concat!(env!("OUT_DIR"), "/rows.fatbin")),
+        Family::Pairwise => include_bytes!(concat!(env!("OUT_DIR"), "/pairwise.fatbin")),
     })
 }
 
@@ -66,7 +68,7 @@ impl Kernels {
             return Ok(k);
         }
         let mut modules = HashMap::new();
-        for family in [Family::Along, Family::Rows] {
+        for family in [Family::Along, Family::Rows, Family::Pairwise] {
             let bytes = image(family).ok_or(Error::KernelsNotBuilt)?;
             let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()))?;
             modules.insert(family, module);

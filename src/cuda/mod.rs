@@ -24,6 +24,7 @@
 
 mod kernels;
 mod launch;
+mod pairwise;
 #[rustfmt::skip]
 #[allow(non_camel_case_types, non_upper_case_globals, dead_code, clippy::all)]
 mod params;
@@ -41,6 +42,7 @@ use launch::{grid_for, plan_launch, scale_params, Buffers, Launch, BLOCK};
 use std::sync::Arc;
 
 pub use kernels::{build_info, built as kernels_built};
+pub use pairwise::{PairElement, TOPK_SCRATCH_BYTES};
 
 // SAFETY: both are `#[repr(C)]` structs of plain integers and floats, mirrored by bindgen from
 // kernels/params.h (layout asserted at compile time there), passed to kernels by value.

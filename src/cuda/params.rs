@@ -97,3 +97,62 @@ const _: () = {
     ["Offset of field: cosim_rows_params::constant_input"]
         [::std::mem::offset_of!(cosim_rows_params, constant_input) - 244usize];
 };
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct cosim_pair_set {
+    pub count: i64,
+    pub batch_stride: i64,
+    pub vec_stride: i64,
+    pub comp_stride: i64,
+    pub cols: i32,
+    pub vec: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cosim_pair_set"][::std::mem::size_of::<cosim_pair_set>() - 40usize];
+    ["Alignment of cosim_pair_set"][::std::mem::align_of::<cosim_pair_set>() - 8usize];
+    ["Offset of field: cosim_pair_set::count"]
+        [::std::mem::offset_of!(cosim_pair_set, count) - 0usize];
+    ["Offset of field: cosim_pair_set::batch_stride"]
+        [::std::mem::offset_of!(cosim_pair_set, batch_stride) - 8usize];
+    ["Offset of field: cosim_pair_set::vec_stride"]
+        [::std::mem::offset_of!(cosim_pair_set, vec_stride) - 16usize];
+    ["Offset of field: cosim_pair_set::comp_stride"]
+        [::std::mem::offset_of!(cosim_pair_set, comp_stride) - 24usize];
+    ["Offset of field: cosim_pair_set::cols"]
+        [::std::mem::offset_of!(cosim_pair_set, cols) - 32usize];
+    ["Offset of field: cosim_pair_set::vec"][::std::mem::offset_of!(cosim_pair_set, vec) - 36usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct cosim_pair_params {
+    pub a: cosim_pair_set,
+    pub b: cosim_pair_set,
+    pub batch: i64,
+    pub d: i64,
+    pub k: i64,
+    pub row0: i64,
+    pub rows: i64,
+    pub eps: f64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cosim_pair_params"][::std::mem::size_of::<cosim_pair_params>() - 128usize];
+    ["Alignment of cosim_pair_params"][::std::mem::align_of::<cosim_pair_params>() - 8usize];
+    ["Offset of field: cosim_pair_params::a"]
+        [::std::mem::offset_of!(cosim_pair_params, a) - 0usize];
+    ["Offset of field: cosim_pair_params::b"]
+        [::std::mem::offset_of!(cosim_pair_params, b) - 40usize];
+    ["Offset of field: cosim_pair_params::batch"]
+        [::std::mem::offset_of!(cosim_pair_params, batch) - 80usize];
+    ["Offset of field: cosim_pair_params::d"]
+        [::std::mem::offset_of!(cosim_pair_params, d) - 88usize];
+    ["Offset of field: cosim_pair_params::k"]
+        [::std::mem::offset_of!(cosim_pair_params, k) - 96usize];
+    ["Offset of field: cosim_pair_params::row0"]
+        [::std::mem::offset_of!(cosim_pair_params, row0) - 104usize];
+    ["Offset of field: cosim_pair_params::rows"]
+        [::std::mem::offset_of!(cosim_pair_params, rows) - 112usize];
+    ["Offset of field: cosim_pair_params::eps"]
+        [::std::mem::offset_of!(cosim_pair_params, eps) - 120usize];
+};

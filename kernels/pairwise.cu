@@ -1,0 +1,673 @@
+// Pairwise cosine S[b, i, j] = cos(a_i, b_j) between two sets of vectors, each stored as rows
+// ([N, D]) or columns ([D, N]) of a matrix, optionally batched, never copied or normalised:
+//  - norms: 1 / max(‖v‖, eps) per vector (0 for a zero vector with eps = 0), into scratch;
+//  - a shared-memory tiled FFMA product (128×128 tiles, 8×8 per thread, double-buffered
+//    k-slices) whose epilogue applies the inverse norms and either writes the matrix, keeps
+//    per-row argmax / row and column maxima (64/32-bit atomicMax on order-preserving keys),
+//    or, sweeping all column tiles of its 128 rows, keeps a per-row top-k list;
+//  - finish kernels that turn keys into values and indices, and set scores;
+//  - the mean identities mean_ij S = <mean_i â_i, mean_j b̂_j> (colsum + dot / rowdot).
+// The semantics (inverse norms, ranking order, F1) are those of src/pairwise.rs.
+
+#include "common.cuh"
+
+namespace cosim {
+namespace pair {
+
+constexpr int BM = 128, BN = 128, BK = 8, TM = 8, TN = 8, THREADS = 256;
+// Row stride of a shared k-slice: 4 floats of padding keep the transposed stores of the row
+// layout off each other's banks while rows stay 16-byte aligned.
+constexpr int LDS = BM + 4;
+// Candidates a row can queue per round of the top-k epilogue.
+constexpr int QUEUE = 16;
+constexpr unsigned FULL = 0xffffffffu;
+
+// A 32-bit key whose unsigned order is the ranking order of src/pairwise.rs `outranks` on
+// values: larger first, NaN above +inf, -0 equal to +0.
+__device__ __forceinline__ uint32_t order_key(float s) {
+    if (isnan(s)) return 0xffc00000u;
+    if (s == 0.0f) s = 0.0f;
+    const uint32_t u = __float_as_uint(s);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// The value a key was made from (NaN canonical).
+__device__ __forceinline__ float key_value(uint32_t k) {
+    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// Value key and column in one 64-bit key: equal values rank the lower column first. Every
+// real key is above 0, the "empty" key.
+__device__ __forceinline__ unsigned long long rank_key(float s, int64_t col) {
+    return ((unsigned long long)order_key(s) << 32) | (FULL - (uint32_t)col);
+}
+
+// clamp(dot · inv_a · inv_b) to [-1, 1] keeping NaN; 0 when the dot is 0.
+__device__ __forceinline__ float score(float dot, float ia, float ib) {
+    if (dot == 0.0f) return 0.0f;
+    const float r = dot * ia * ib;
+    return r > 1.0f ? 1.0f : (r < -1.0f ? -1.0f : r);
+}
+
+// Offset of a set's inverse norms for batch bb (a shared set has one copy).
+__device__ __forceinline__ int64_t inv_base(const cosim_pair_set& s, int64_t bb) {
+    return s.batch_stride != 0 ? bb * s.count : 0;
+}
+
+// Four consecutive elements as floats, in one vector load (16 B for f32, 8 B for halves).
+__device__ __forceinline__ void load4(const float* p, float r[4]) {
+    const float4 v = __ldg(reinterpret_cast<const float4*>(p));
+    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
+}
+__device__ __forceinline__ void load4(const __half* p, float r[4]) {
+    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(p));
+    const __half2* h = reinterpret_cast<const __half2*>(&raw);
+    const float2 lo = __half22float2(h[0]), hi = __half22float2(h[1]);
+    r[0] = lo.x, r[1] = lo.y, r[2] = hi.x, r[3] = hi.y;
+}
+__device__ __forceinline__ void load4(const __nv_bfloat16* p, float r[4]) {
+    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(p));
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+    const float2 lo = __bfloat1622float2(h[0]), hi = __bfloat1622float2(h[1]);
+    r[0] = lo.x, r[1] = lo.y, r[2] = hi.x, r[3] = hi.y;
+}
+
+// Reads this thread's 4 elements of each BK × 128 slice (components k0.., vectors v0..) of
+// a set whose batch starts at `x`, zeros outside the set. Rows: 2 threads per vector, 4
+// consecutive components each; columns: 32 threads per component, 4 consecutive vectors each
+// (both read memory contiguously across the warp). The pointer and bounds are worked out
+// once per tile, so a slice costs one compare and one load.
+template <typename T, bool COLS>
+struct SliceReader {
+    const T* p;     // this thread's first element of the next slice
+    int64_t step;   // elements from one slice to the next (columns; rows step BK)
+    int kleft;      // components left from this thread's first one in the next slice
+    int live;       // vectors of this thread inside the set: 0..4 (rows: 0 or 4)
+    bool fast;      // all 4 inside and vector loads aligned
+
+    __device__ __forceinline__ SliceReader(const cosim_pair_set& s, const T* x, int64_t d,
+                                           int64_t v0) {
+        const int t = threadIdx.x;
+        if constexpr (!COLS) {
+            const int64_t v = v0 + t / 2;
+            const int kk = (t % 2) * 4;
+            live = v < s.count ? 4 : 0;
+            p = x + (live ? v : 0) * s.vec_stride + kk;
+            step = BK;
+            kleft = (int)d - kk;
+        } else {
+            const int64_t v = v0 + (t % 32) * 4;
+            const int kk = t / 32;
+            const int64_t n = s.count - v;
+            live = n <= 0 ? 0 : (n >= 4 ? 4 : (int)n);
+            p = x + (int64_t)kk * s.comp_stride + (live ? v : 0);
+            step = BK * s.comp_stride;
+            kleft = (int)d - kk;
+        }
+        fast = s.vec != 0 && live == 4;
+    }
+
+    // The next slice.
+    __device__ __forceinline__ void load(float r[4]) {
+        if constexpr (!COLS) {
+            if (fast && kleft > 0) {
+                load4(p, r);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) r[i] = live && i < kleft ? to_acc(p[i]) : 0.0f;
+            }
+            p += BK;
+        } else {
+            if (fast && kleft > 0) {
+                load4(p, r);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) r[i] = kleft > 0 && i < live ? to_acc(p[i]) : 0.0f;
+            }
+            p += step;
+        }
+        kleft -= BK;
+    }
+};
+
+// Stores what a SliceReader loaded into a k-major shared slice [BK][LDS].
+template <bool COLS>
+__device__ __forceinline__ void store_slice(float (*slice)[LDS], const float r[4]) {
+    const int t = threadIdx.x;
+    if constexpr (!COLS) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) slice[(t % 2) * 4 + q][t / 2] = r[q];
+    } else {
+        *reinterpret_cast<float4*>(&slice[t / 32][(t % 32) * 4]) =
+            make_float4(r[0], r[1], r[2], r[3]);
+    }
+}
+
+struct Slices {
+    float a[2][BK][LDS];
+    float b[2][BK][LDS];
+};
+
+// acc[i][j] = dot(a_{row0 + ty·8 + i}, b_{col0 + tx·8 + j}) for this thread (ty = t / 16,
+// tx = t % 16), zeros outside the sets; AC/BC: the sets' layouts are columns. Ends with a
+// __syncthreads (the slices are free again).
+template <typename T, bool AC, bool BC>
+__device__ __forceinline__ void tile_dots(const cosim_pair_params& p, const T* a, const T* b,
+                                          int64_t row0, int64_t col0, float (&acc)[TM][TN],
+                                          Slices& sm) {
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int ktiles = (int)((p.d + BK - 1) / BK);
+    if (ktiles == 0) return;
+    SliceReader<T, AC> read_a(p.a, a, p.d, row0);
+    SliceReader<T, BC> read_b(p.b, b, p.d, col0);
+    float ra[4], rb[4];
+    read_a.load(ra);
+    read_b.load(rb);
+    store_slice<AC>(sm.a[0], ra);
+    store_slice<BC>(sm.b[0], rb);
+    __syncthreads();
+    for (int kt = 0; kt < ktiles; ++kt) {
+        const int cur = kt & 1;
+        const bool more = kt + 1 < ktiles;
+        if (more) {
+            read_a.load(ra);
+            read_b.load(rb);
+        }
+#pragma unroll
+        for (int k = 0; k < BK; ++k) {
+            float fa[TM], fb[TN];
+            const float4 a0 = *reinterpret_cast<const float4*>(&sm.a[cur][k][ty * TM]);
+            const float4 a1 = *reinterpret_cast<const float4*>(&sm.a[cur][k][ty * TM + 4]);
+            const float4 b0 = *reinterpret_cast<const float4*>(&sm.b[cur][k][tx * TN]);
+            const float4 b1 = *reinterpret_cast<const float4*>(&sm.b[cur][k][tx * TN + 4]);
+            fa[0] = a0.x, fa[1] = a0.y, fa[2] = a0.z, fa[3] = a0.w;
+            fa[4] = a1.x, fa[5] = a1.y, fa[6] = a1.z, fa[7] = a1.w;
+            fb[0] = b0.x, fb[1] = b0.y, fb[2] = b0.z, fb[3] = b0.w;
+            fb[4] = b1.x, fb[5] = b1.y, fb[6] = b1.z, fb[7] = b1.w;
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(fa[i], fb[j], acc[i][j]);
+        }
+        if (more) {
+            store_slice<AC>(sm.a[cur ^ 1], ra);
+            store_slice<BC>(sm.b[cur ^ 1], rb);
+        }
+        __syncthreads();
+    }
+}
+
+// Inserts key c into the descending list L[0..k) (c above L[k-1]; all keys distinct), the
+// whole warp cooperating: count the entries above c, shift the rest down one from the end,
+// write c. Returns the new last entry.
+__device__ __forceinline__ unsigned long long list_insert(unsigned long long* L, int64_t k,
+                                                          unsigned long long c, int lane) {
+    int64_t pos = 0;
+    for (int64_t base = 0; base < k; base += 32) {
+        const int64_t i = base + lane;
+        const unsigned m = __ballot_sync(FULL, i < k && L[i] > c);
+        pos += __popc(m);
+        if (m != FULL) break;
+    }
+    const int64_t hi = k - 2;  // entries pos..hi move to pos+1..hi+1; entry k-1 drops out
+    if (hi >= pos) {
+        for (int64_t base = (hi / 32) * 32; base + 32 > pos; base -= 32) {
+            const int64_t i = base + lane;
+            const bool mv = i >= pos && i <= hi;
+            const unsigned long long v = mv ? L[i] : 0ull;
+            __syncwarp();
+            if (mv) L[i + 1] = v;
+            __syncwarp();
+        }
+    }
+    if (lane == 0) L[pos] = c;
+    __syncwarp();
+    return L[k - 1];
+}
+
+}  // namespace pair
+
+using namespace pair;
+
+// The matrix: out[bb][row - row0][col] for rows [row0, row0 + rows); grid (col tiles, row
+// tiles, batch).
+template <typename T, bool AC, bool BC>
+__device__ void pair_matrix(const cosim_pair_params& p, const T* a, const T* b,
+                            const float* inv_a, const float* inv_b, T* out) {
+    __shared__ __align__(16) Slices sm;
+    const int64_t bb = blockIdx.z;
+    const int64_t row0 = p.row0 + (int64_t)blockIdx.y * BM, col0 = (int64_t)blockIdx.x * BN;
+    float acc[TM][TN];
+    tile_dots<T, AC, BC>(p, a + bb * p.a.batch_stride, b + bb * p.b.batch_stride, row0, col0, acc, sm);
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int64_t m = p.b.count, end = p.row0 + p.rows;
+    const float* ia = inv_a + inv_base(p.a, bb);
+    const float* ib = inv_b + inv_base(p.b, bb);
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int64_t row = row0 + ty * TM + i;
+        if (row >= end) break;
+        const float ra = ia[row];
+        T* o = out + (bb * p.rows + (row - p.row0)) * m;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int64_t col = col0 + tx * TN + j;
+            if (col < m) o[col] = from_acc<T>(score(acc[i][j], ra, ib[col]));
+        }
+    }
+}
+
+// Row argmax: best[bb·n + row] = max over columns of rank_key (atomicMax; zeroed before).
+template <typename T, bool AC, bool BC>
+__device__ void pair_argmax(const cosim_pair_params& p, const T* a, const T* b,
+                            const float* inv_a, const float* inv_b, unsigned long long* best) {
+    __shared__ __align__(16) Slices sm;
+    const int64_t bb = blockIdx.z;
+    const int64_t row0 = p.row0 + (int64_t)blockIdx.y * BM, col0 = (int64_t)blockIdx.x * BN;
+    float acc[TM][TN];
+    tile_dots<T, AC, BC>(p, a + bb * p.a.batch_stride, b + bb * p.b.batch_stride, row0, col0, acc, sm);
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int64_t m = p.b.count, end = p.row0 + p.rows;
+    const float* ia = inv_a + inv_base(p.a, bb);
+    const float* ib = inv_b + inv_base(p.b, bb);
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int64_t row = row0 + ty * TM + i;
+        const bool live = row < end;
+        const float ra = live ? ia[row] : 0.0f;
+        unsigned long long k = 0;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int64_t col = col0 + tx * TN + j;
+            if (live && col < m) {
+                const unsigned long long c = rank_key(score(acc[i][j], ra, ib[col]), col);
+                k = c > k ? c : k;
+            }
+        }
+        // The 16 lanes of one ty hold the row's 128 columns.
+#pragma unroll
+        for (int o = 8; o > 0; o /= 2) {
+            const unsigned long long x = __shfl_xor_sync(FULL, k, o);
+            k = x > k ? x : k;
+        }
+        if (live && tx == 0 && k != 0) atomicMax(&best[bb * p.a.count + row], k);
+    }
+}
+
+// Greedy matching: row and column maxima of the similarity as order keys (atomicMax; zeroed
+// before): rowmax[bb·n + row], colmax[bb·m + col].
+template <typename T, bool AC, bool BC>
+__device__ void pair_greedy(const cosim_pair_params& p, const T* a, const T* b,
+                            const float* inv_a, const float* inv_b, unsigned* rowmax,
+                            unsigned* colmax) {
+    __shared__ __align__(16) Slices sm;
+    const int64_t bb = blockIdx.z;
+    const int64_t row0 = p.row0 + (int64_t)blockIdx.y * BM, col0 = (int64_t)blockIdx.x * BN;
+    float acc[TM][TN];
+    tile_dots<T, AC, BC>(p, a + bb * p.a.batch_stride, b + bb * p.b.batch_stride, row0, col0, acc, sm);
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, lane = threadIdx.x % 32;
+    const int64_t m = p.b.count, end = p.row0 + p.rows;
+    const float* ia = inv_a + inv_base(p.a, bb);
+    const float* ib = inv_b + inv_base(p.b, bb);
+    unsigned colk[TN];
+#pragma unroll
+    for (int j = 0; j < TN; ++j) colk[j] = 0;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int64_t row = row0 + ty * TM + i;
+        const bool live = row < end;
+        const float ra = live ? ia[row] : 0.0f;
+        unsigned k = 0;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int64_t col = col0 + tx * TN + j;
+            if (live && col < m) {
+                const unsigned c = order_key(score(acc[i][j], ra, ib[col]));
+                k = max(k, c);
+                colk[j] = max(colk[j], c);
+            }
+        }
+#pragma unroll
+        for (int o = 8; o > 0; o /= 2) k = max(k, __shfl_xor_sync(FULL, k, o));
+        if (live && tx == 0 && k != 0) atomicMax(&rowmax[bb * p.a.count + row], k);
+    }
+    // The two ty of a warp hold 16 rows of the same columns.
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+        const unsigned c = max(colk[j], __shfl_xor_sync(FULL, colk[j], 16));
+        const int64_t col = col0 + tx * TN + j;
+        if (lane < 16 && col < m && c != 0) atomicMax(&colmax[bb * m + col], c);
+    }
+}
+
+// Top-k per row: each block owns 128 rows and sweeps every column tile, keeping each row's
+// k best keys sorted in lists[(bb·rows + row - row0)·k ..] (zeroed before). Per tile, rounds
+// of: every thread queues its elements above the row's threshold (the list's last key) in
+// shared memory, then one warp per row inserts the queued keys; until nothing is pending.
+template <typename T, bool AC, bool BC>
+__device__ void pair_topk(const cosim_pair_params& p, const T* a, const T* b,
+                          const float* inv_a, const float* inv_b, unsigned long long* lists) {
+    __shared__ __align__(16) Slices sm;
+    __shared__ unsigned long long queue[BM][QUEUE];
+    __shared__ unsigned long long thr[BM];
+    __shared__ int queued[BM];
+    const int64_t bb = blockIdx.y;
+    const int64_t row0 = p.row0 + (int64_t)blockIdx.x * BM;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t m = p.b.count, end = p.row0 + p.rows, k = p.k;
+    const T* pa = a + bb * p.a.batch_stride;
+    const T* pb = b + bb * p.b.batch_stride;
+    const float* ia = inv_a + inv_base(p.a, bb);
+    const float* ib = inv_b + inv_base(p.b, bb);
+    if (threadIdx.x < BM) {
+        thr[threadIdx.x] = 0;
+        queued[threadIdx.x] = 0;
+    }
+    float ra[TM];
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int64_t row = row0 + ty * TM + i;
+        ra[i] = row < end ? ia[row] : 0.0f;
+    }
+    float acc[TM][TN];
+    for (int64_t col0 = 0; col0 < m; col0 += BN) {
+        tile_dots<T, AC, BC>(p, pa, pb, row0, col0, acc, sm);
+        // Bit i·8 + j: element (i, j) of this thread may still enter its row's list.
+        unsigned long long pending = 0;
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+            for (int j = 0; j < TN; ++j)
+                if (row0 + ty * TM + i < end && col0 + tx * TN + j < m)
+                    pending |= 1ull << (i * TN + j);
+        while (true) {
+            if (pending != 0) {
+#pragma unroll
+                for (int i = 0; i < TM; ++i) {
+                    const int rl = ty * TM + i;
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) {
+                        const unsigned long long bit = 1ull << (i * TN + j);
+                        if (!(pending & bit)) continue;
+                        const int64_t col = col0 + tx * TN + j;
+                        const unsigned long long c =
+                            rank_key(score(acc[i][j], ra[i], ib[col]), col);
+                        if (c <= thr[rl]) {
+                            pending &= ~bit;
+                            continue;
+                        }
+                        const int slot = atomicAdd(&queued[rl], 1);
+                        if (slot < QUEUE) {
+                            queue[rl][slot] = c;
+                            pending &= ~bit;
+                        }
+                    }
+                }
+            }
+            __syncthreads();
+            for (int rl = warp; rl < BM; rl += THREADS / 32) {
+                const int n = min(queued[rl], QUEUE);
+                if (n == 0) continue;
+                unsigned long long* L = lists + (bb * p.rows + (row0 + rl - p.row0)) * k;
+                unsigned long long t = thr[rl];
+                for (int q = 0; q < n; ++q) {
+                    const unsigned long long c = queue[rl][q];
+                    if (c > t) t = list_insert(L, k, c, lane);
+                }
+                __syncwarp();
+                if (lane == 0) {
+                    thr[rl] = t;
+                    queued[rl] = 0;
+                }
+            }
+            if (!__syncthreads_or(pending != 0)) break;
+        }
+    }
+}
+
+// Keys → values and column indices, for `count` keys.
+template <typename T>
+__device__ void pair_keys_finish(int64_t count, const unsigned long long* keys, T* values,
+                                 uint32_t* indices) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const unsigned long long c = keys[i];
+        values[i] = from_acc<T>(key_value((uint32_t)(c >> 32)));
+        indices[i] = FULL - (uint32_t)c;
+    }
+}
+
+// Block-wide sum of a double (every thread gets it). `scratch` holds 32 doubles.
+__device__ __forceinline__ double block_total(double v, double* scratch) {
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(FULL, v, o);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < (int)(blockDim.x / 32) ? scratch[lane] : 0.0;
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(FULL, v, o);
+    return v;
+}
+
+// Weighted mean of the maxima of `count` vectors of one batch (weights null: all 1).
+template <typename T>
+__device__ __forceinline__ double weighted_max_mean(const unsigned* keys, const T* w,
+                                                    int64_t count, double* scratch) {
+    double num = 0.0, den = 0.0;
+    for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
+        const double wi = w ? (double)to_acc(w[i]) : 1.0;
+        num += wi * (double)key_value(keys[i]);
+        den += wi;
+    }
+    num = block_total(num, scratch);
+    den = block_total(den, scratch);
+    return num / den;
+}
+
+// Set scores of batch blockIdx.x from the row and column maxima: precision, recall, F1.
+template <typename T>
+__device__ void pair_greedy_finish(const cosim_pair_params& p, const unsigned* rowmax,
+                                   const unsigned* colmax, const T* wa, const T* wb,
+                                   T* precision, T* recall, T* f1) {
+    __shared__ double scratch[32];
+    const int64_t bb = blockIdx.x, n = p.a.count, m = p.b.count;
+    const double P = weighted_max_mean(rowmax + bb * n, wa ? wa + inv_base(p.a, bb) : wa, n,
+                                       scratch);
+    const double R = weighted_max_mean(colmax + bb * m, wb ? wb + inv_base(p.b, bb) : wb, m,
+                                       scratch);
+    if (threadIdx.x == 0) {
+        precision[bb] = from_acc<T>((float)P);
+        recall[bb] = from_acc<T>((float)R);
+        f1[bb] = from_acc<T>((float)(P + R == 0.0 ? 0.0 : 2.0 * P * R / (P + R)));
+    }
+}
+
+// inv[v] = 1 / max(‖x_v‖, eps) (0 when that is 0) for the vectors of `batches` batches of a
+// set: a warp per vector for rows, a thread per vector for columns (coalesced either way).
+template <typename T>
+__device__ void pair_norms(cosim_pair_set s, int64_t d, int64_t batches, double eps,
+                           const T* x, float* inv) {
+    const int64_t total = batches * s.count;
+    const int64_t gtid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    const int64_t gstride = (int64_t)gridDim.x * blockDim.x;
+    const float e = (float)eps;
+    auto finish = [e](float nsq) {
+        const float n = fmaxf(sqrtf(nsq), e);
+        return n == 0.0f ? 0.0f : 1.0f / n;
+    };
+    if (!s.cols) {
+        const int lane = threadIdx.x % 32;
+        for (int64_t v = gtid / 32; v < total; v += gstride / 32) {
+            const T* p = x + (v / s.count) * s.batch_stride + (v % s.count) * s.vec_stride;
+            float nsq = 0.0f;
+            for (int64_t k = lane; k < d; k += 32) {
+                const float y = to_acc(p[k]);
+                nsq = fmaf(y, y, nsq);
+            }
+            for (int o = 16; o > 0; o /= 2) nsq += __shfl_xor_sync(FULL, nsq, o);
+            if (lane == 0) inv[v] = finish(nsq);
+        }
+    } else {
+        for (int64_t v = gtid; v < total; v += gstride) {
+            const T* p = x + (v / s.count) * s.batch_stride + (v % s.count);
+            float nsq = 0.0f;
+            for (int64_t k = 0; k < d; ++k) {
+                const float y = to_acc(p[k * s.comp_stride]);
+                nsq = fmaf(y, y, nsq);
+            }
+            inv[v] = finish(nsq);
+        }
+    }
+}
+
+// u[bb·d + k] += Σ_{v in this block's 128 vectors} inv[v]·x_v[k] / count: the mean of the
+// normalised vectors of each batch (u zeroed before; grid (vector chunks, batches)).
+template <typename T>
+__device__ void pair_colsum(cosim_pair_set s, int64_t d, const T* x, const float* inv,
+                            float* u) {
+    const int64_t bb = blockIdx.y, v0 = (int64_t)blockIdx.x * 128;
+    const int64_t v1 = min(v0 + 128, s.count);
+    const float scale = 1.0f / (float)s.count;
+    const T* base = x + bb * s.batch_stride;
+    const float* w = inv + bb * s.count;
+    if (!s.cols) {
+        for (int64_t k = threadIdx.x; k < d; k += blockDim.x) {
+            float acc = 0.0f;
+            for (int64_t v = v0; v < v1; ++v) acc = fmaf(w[v], to_acc(base[v * s.vec_stride + k]), acc);
+            atomicAdd(&u[bb * d + k], acc * scale);
+        }
+    } else {
+        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+        for (int64_t k = warp; k < d; k += blockDim.x / 32) {
+            float acc = 0.0f;
+            for (int64_t v = v0 + lane; v < v1; v += 32)
+                acc = fmaf(w[v], to_acc(base[k * s.comp_stride + v]), acc);
+            for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(FULL, acc, o);
+            if (lane == 0) atomicAdd(&u[bb * d + k], acc * scale);
+        }
+    }
+}
+
+__device__ __forceinline__ float clamp_unit(float r) {
+    return r > 1.0f ? 1.0f : (r < -1.0f ? -1.0f : r);
+}
+
+// Row means: out[bb·n + i] = clamp(inv_a[i] · <a_i, ub[bb]>), ub the mean normalised vector
+// of b (one per batch, or one shared when `ub_batched` is 0).
+template <typename T>
+__device__ void pair_rowdot(const cosim_pair_params& p, const T* a, const float* inv_a,
+                            const float* ub, int32_t ub_batched, T* out) {
+    const int64_t n = p.a.count, d = p.d, total = p.batch * n;
+    const int64_t gtid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    const int64_t gstride = (int64_t)gridDim.x * blockDim.x;
+    if (!p.a.cols) {
+        const int lane = threadIdx.x % 32;
+        for (int64_t r = gtid / 32; r < total; r += gstride / 32) {
+            const int64_t bb = r / n, i = r % n;
+            const T* x = a + bb * p.a.batch_stride + i * p.a.vec_stride;
+            const float* u = ub + (ub_batched ? bb * d : 0);
+            float acc = 0.0f;
+            for (int64_t k = lane; k < d; k += 32) acc = fmaf(to_acc(x[k]), u[k], acc);
+            for (int o = 16; o > 0; o /= 2) acc += __shfl_xor_sync(FULL, acc, o);
+            if (lane == 0) out[r] = from_acc<T>(clamp_unit(acc * inv_a[inv_base(p.a, bb) + i]));
+        }
+    } else {
+        for (int64_t r = gtid; r < total; r += gstride) {
+            const int64_t bb = r / n, i = r % n;
+            const T* x = a + bb * p.a.batch_stride + i;
+            const float* u = ub + (ub_batched ? bb * d : 0);
+            float acc = 0.0f;
+            for (int64_t k = 0; k < d; ++k) acc = fmaf(to_acc(x[k * p.a.comp_stride]), u[k], acc);
+            out[r] = from_acc<T>(clamp_unit(acc * inv_a[inv_base(p.a, bb) + i]));
+        }
+    }
+}
+
+// Whole-matrix means: out[bb] = clamp(<ua[bb], ub[bb]>), one block per batch.
+template <typename T>
+__device__ void pair_meandot(int64_t d, const float* ua, int32_t ua_batched, const float* ub,
+                             int32_t ub_batched, T* out) {
+    __shared__ double scratch[32];
+    const int64_t bb = blockIdx.x;
+    const float* x = ua + (ua_batched ? bb * d : 0);
+    const float* y = ub + (ub_batched ? bb * d : 0);
+    double acc = 0.0;
+    for (int64_t k = threadIdx.x; k < d; k += blockDim.x) acc += (double)x[k] * (double)y[k];
+    acc = block_total(acc, scratch);
+    if (threadIdx.x == 0) out[bb] = from_acc<T>(clamp_unit((float)acc));
+}
+
+}  // namespace cosim
+
+using namespace cosim;
+
+// The product kernels, for one element type and the two sets' layouts (r: rows, c: columns).
+#define PAIR_PRODUCT_KERNELS(T, NAME, AC, BC, L)                                               \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1)                                   \
+        cosim_pair_matrix_##NAME##_##L(cosim_pair_params p, const T* a, const T* b,            \
+                                       const float* inv_a, const float* inv_b, T* out) {       \
+        pair_matrix<T, AC, BC>(p, a, b, inv_a, inv_b, out);                                    \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1)                                   \
+        cosim_pair_argmax_##NAME##_##L(cosim_pair_params p, const T* a, const T* b,            \
+                                       const float* inv_a, const float* inv_b,                 \
+                                       unsigned long long* best) {                             \
+        pair_argmax<T, AC, BC>(p, a, b, inv_a, inv_b, best);                                   \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1)                                   \
+        cosim_pair_greedy_##NAME##_##L(cosim_pair_params p, const T* a, const T* b,            \
+                                       const float* inv_a, const float* inv_b,                 \
+                                       unsigned* rowmax, unsigned* colmax) {                   \
+        pair_greedy<T, AC, BC>(p, a, b, inv_a, inv_b, rowmax, colmax);                         \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1)                                   \
+        cosim_pair_topk_##NAME##_##L(cosim_pair_params p, const T* a, const T* b,              \
+                                     const float* inv_a, const float* inv_b,                   \
+                                     unsigned long long* lists) {                              \
+        pair_topk<T, AC, BC>(p, a, b, inv_a, inv_b, lists);                                    \
+    }
+
+// The kernels of one element type.
+#define PAIR_KERNELS(T, NAME)                                                                  \
+    PAIR_PRODUCT_KERNELS(T, NAME, false, false, rr)                                            \
+    PAIR_PRODUCT_KERNELS(T, NAME, false, true, rc)                                             \
+    PAIR_PRODUCT_KERNELS(T, NAME, true, false, cr)                                             \
+    PAIR_PRODUCT_KERNELS(T, NAME, true, true, cc)                                              \
+    extern "C" __global__ void cosim_pair_keys_finish_##NAME(                                  \
+        int64_t count, const unsigned long long* keys, T* values, uint32_t* indices) {         \
+        pair_keys_finish<T>(count, keys, values, indices);                                     \
+    }                                                                                          \
+    extern "C" __global__ void cosim_pair_greedy_finish_##NAME(                                \
+        cosim_pair_params p, const unsigned* rowmax, const unsigned* colmax, const T* wa,      \
+        const T* wb, T* precision, T* recall, T* f1) {                                         \
+        pair_greedy_finish<T>(p, rowmax, colmax, wa, wb, precision, recall, f1);               \
+    }                                                                                          \
+    extern "C" __global__ void cosim_pair_norms_##NAME(cosim_pair_set s, int64_t d,            \
+                                                       int64_t batches, double eps,            \
+                                                       const T* x, float* inv) {               \
+        pair_norms<T>(s, d, batches, eps, x, inv);                                             \
+    }                                                                                          \
+    extern "C" __global__ void cosim_pair_colsum_##NAME(cosim_pair_set s, int64_t d,           \
+                                                        const T* x, const float* inv,          \
+                                                        float* u) {                            \
+        pair_colsum<T>(s, d, x, inv, u);                                                       \
+    }                                                                                          \
+    extern "C" __global__ void cosim_pair_rowdot_##NAME(cosim_pair_params p, const T* a,       \
+                                                        const float* inv_a, const float* ub,   \
+                                                        int32_t ub_batched, T* out) {          \
+        pair_rowdot<T>(p, a, inv_a, ub, ub_batched, out);                                      \
+    }                                                                                          \
+    extern "C" __global__ void cosim_pair_meandot_##NAME(int64_t d, const float* ua,           \
+                                                         int32_t ua_batched, const float* ub,  \
+                                                         int32_t ub_batched, T* out) {         \
+        pair_meandot<T>(d, ua, ua_batched, ub, ub_batched, out);                               \
+    }
+
+PAIR_KERNELS(float, f32)
+PAIR_KERNELS(__half, f16)
+PAIR_KERNELS(__nv_bfloat16, bf16)
