@@ -31,15 +31,20 @@ fi
 
 if [ "$phase" = all ] || [ "$phase" = sanitize ]; then
   SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-  SMALL="edge_cases kernel_variants::f16 reweighting::f32"
-  for tool in memcheck racecheck; do
-    echo "== compute-sanitizer $tool"
-    if ! timeout 110 "$SAN" --tool "$tool" --error-exitcode 99 $B/test-cuda --include-ignored \
-        --test-threads=1 $SMALL > "$OUT/sanitizer-$tool.log" 2>&1; then
-      status=1
-      echo "FAILED: sanitizer $tool"
-    fi
-    tail -3 "$OUT/sanitizer-$tool.log"
+  # Small cases that reach every kernel: binary, then test filters.
+  for run in "test-cuda edge_cases kernel_variants::f16 reweighting::f32" \
+             "test-cuda_pairwise small_every_kernel"; do
+    set -- $run
+    bin=$1; shift
+    for tool in memcheck racecheck; do
+      echo "== compute-sanitizer $tool $bin"
+      if ! timeout 110 "$SAN" --tool "$tool" --error-exitcode 99 $B/$bin --include-ignored \
+          --test-threads=1 "$@" > "$OUT/sanitizer-$tool-$bin.log" 2>&1; then
+        status=1
+        echo "FAILED: sanitizer $tool $bin"
+      fi
+      tail -3 "$OUT/sanitizer-$tool-$bin.log"
+    done
   done
 fi
 
