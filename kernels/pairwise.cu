@@ -229,20 +229,56 @@ __device__ __forceinline__ unsigned long long list_insert(unsigned long long* L,
     return L[k - 1];
 }
 
+
+}  // namespace pair
+}  // namespace cosim
+
+#if __has_include(<mma.h>)
+#define COSIM_TENSOR_CORES 1
+#include "tensor_cores.cuh"
+#else
+// Only a CPU emulation of the FFMA kernels lacks mma.h (nvcc always has it).
+#define COSIM_TENSOR_CORES 0
+namespace cosim::pair {
+template <typename T>
+__host__ __device__ constexpr size_t tile_smem() {
+    return sizeof(Slices);
+}
+}  // namespace cosim::pair
+#endif
+
+namespace cosim {
+namespace pair {
+
+// The tile's dot products by FFMA (exact) or tensor cores (TC), in the same per-thread layout.
+template <typename T, bool AC, bool BC, bool TC>
+__device__ __forceinline__ void dots(const cosim_pair_params& p, const T* a, const T* b,
+                                     int64_t row0, int64_t col0, float (&acc)[TM][TN],
+                                     unsigned char* raw) {
+#if COSIM_TENSOR_CORES
+    if constexpr (TC) {
+        tile_dots_tc<T, AC, BC>(p, a, b, row0, col0, acc, raw);
+    } else
+#endif
+    {
+        tile_dots<T, AC, BC>(p, a, b, row0, col0, acc, *reinterpret_cast<Slices*>(raw));
+    }
+}
+
 }  // namespace pair
 
 using namespace pair;
 
 // The matrix: out[bb][row - row0][col] for rows [row0, row0 + rows); grid (col tiles, row
 // tiles, batch).
-template <typename T, bool AC, bool BC>
+template <typename T, bool AC, bool BC, bool TC>
 __device__ void pair_matrix(const cosim_pair_params& p, const T* a, const T* b,
                             const float* inv_a, const float* inv_b, T* out) {
-    __shared__ __align__(16) Slices sm;
+    __shared__ __align__(128) unsigned char raw[tile_smem<T>()];
     const int64_t bb = blockIdx.z;
     const int64_t row0 = p.row0 + (int64_t)blockIdx.y * BM, col0 = (int64_t)blockIdx.x * BN;
     float acc[TM][TN];
-    tile_dots<T, AC, BC>(p, a + bb * p.a.batch_stride, b + bb * p.b.batch_stride, row0, col0, acc, sm);
+    dots<T, AC, BC, TC>(p, a + bb * p.a.batch_stride, b + bb * p.b.batch_stride, row0, col0, acc, raw);
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int64_t m = p.b.count, end = p.row0 + p.rows;
     const float* ia = inv_a + inv_base(p.a, bb);
@@ -262,14 +298,14 @@ __device__ void pair_matrix(const cosim_pair_params& p, const T* a, const T* b,
 }
 
 // Row argmax: best[bb·n + row] = max over columns of rank_key (atomicMax; zeroed before).
-template <typename T, bool AC, bool BC>
+template <typename T, bool AC, bool BC, bool TC>
 __device__ void pair_argmax(const cosim_pair_params& p, const T* a, const T* b,
                             const float* inv_a, const float* inv_b, unsigned long long* best) {
-    __shared__ __align__(16) Slices sm;
+    __shared__ __align__(128) unsigned char raw[tile_smem<T>()];
     const int64_t bb = blockIdx.z;
     const int64_t row0 = p.row0 + (int64_t)blockIdx.y * BM, col0 = (int64_t)blockIdx.x * BN;
     float acc[TM][TN];
-    tile_dots<T, AC, BC>(p, a + bb * p.a.batch_stride, b + bb * p.b.batch_stride, row0, col0, acc, sm);
+    dots<T, AC, BC, TC>(p, a + bb * p.a.batch_stride, b + bb * p.b.batch_stride, row0, col0, acc, raw);
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int64_t m = p.b.count, end = p.row0 + p.rows;
     const float* ia = inv_a + inv_base(p.a, bb);
@@ -300,15 +336,15 @@ __device__ void pair_argmax(const cosim_pair_params& p, const T* a, const T* b,
 
 // Greedy matching: row and column maxima of the similarity as order keys (atomicMax; zeroed
 // before): rowmax[bb·n + row], colmax[bb·m + col].
-template <typename T, bool AC, bool BC>
+template <typename T, bool AC, bool BC, bool TC>
 __device__ void pair_greedy(const cosim_pair_params& p, const T* a, const T* b,
                             const float* inv_a, const float* inv_b, unsigned* rowmax,
                             unsigned* colmax) {
-    __shared__ __align__(16) Slices sm;
+    __shared__ __align__(128) unsigned char raw[tile_smem<T>()];
     const int64_t bb = blockIdx.z;
     const int64_t row0 = p.row0 + (int64_t)blockIdx.y * BM, col0 = (int64_t)blockIdx.x * BN;
     float acc[TM][TN];
-    tile_dots<T, AC, BC>(p, a + bb * p.a.batch_stride, b + bb * p.b.batch_stride, row0, col0, acc, sm);
+    dots<T, AC, BC, TC>(p, a + bb * p.a.batch_stride, b + bb * p.b.batch_stride, row0, col0, acc, raw);
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16, lane = threadIdx.x % 32;
     const int64_t m = p.b.count, end = p.row0 + p.rows;
     const float* ia = inv_a + inv_base(p.a, bb);
@@ -348,10 +384,10 @@ __device__ void pair_greedy(const cosim_pair_params& p, const T* a, const T* b,
 // k best keys sorted in lists[(bb·rows + row - row0)·k ..] (zeroed before). Per tile, rounds
 // of: every thread queues its elements above the row's threshold (the list's last key) in
 // shared memory, then one warp per row inserts the queued keys; until nothing is pending.
-template <typename T, bool AC, bool BC>
+template <typename T, bool AC, bool BC, bool TC>
 __device__ void pair_topk(const cosim_pair_params& p, const T* a, const T* b,
                           const float* inv_a, const float* inv_b, unsigned long long* lists) {
-    __shared__ __align__(16) Slices sm;
+    __shared__ __align__(128) unsigned char raw[tile_smem<T>()];
     __shared__ unsigned long long queue[BM][QUEUE];
     __shared__ unsigned long long thr[BM];
     __shared__ int queued[BM];
@@ -376,7 +412,7 @@ __device__ void pair_topk(const cosim_pair_params& p, const T* a, const T* b,
     }
     float acc[TM][TN];
     for (int64_t col0 = 0; col0 < m; col0 += BN) {
-        tile_dots<T, AC, BC>(p, pa, pb, row0, col0, acc, sm);
+        dots<T, AC, BC, TC>(p, pa, pb, row0, col0, acc, raw);
         // Bit i·8 + j: element (i, j) of this thread may still enter its row's list.
         unsigned long long pending = 0;
 #pragma unroll
@@ -606,38 +642,49 @@ __device__ void pair_meandot(int64_t d, const float* ua, int32_t ua_batched, con
 
 using namespace cosim;
 
-// The product kernels, for one element type and the two sets' layouts (r: rows, c: columns).
-#define PAIR_PRODUCT_KERNELS(T, NAME, AC, BC, L)                                               \
+// The product kernels, for one element type, the two sets' layouts (r: rows, c: columns)
+// and the arithmetic (suffix "": FFMA, "_tc": tensor cores).
+#define PAIR_PRODUCT_KERNELS(T, NAME, AC, BC, L, TC, SUF)                                      \
     extern "C" __global__ void __launch_bounds__(THREADS, 1)                                   \
-        cosim_pair_matrix_##NAME##_##L(cosim_pair_params p, const T* a, const T* b,            \
-                                       const float* inv_a, const float* inv_b, T* out) {       \
-        pair_matrix<T, AC, BC>(p, a, b, inv_a, inv_b, out);                                    \
+        cosim_pair_matrix_##NAME##_##L##SUF(cosim_pair_params p, const T* a, const T* b,       \
+                                            const float* inv_a, const float* inv_b, T* out) {  \
+        pair_matrix<T, AC, BC, TC>(p, a, b, inv_a, inv_b, out);                                \
     }                                                                                          \
     extern "C" __global__ void __launch_bounds__(THREADS, 1)                                   \
-        cosim_pair_argmax_##NAME##_##L(cosim_pair_params p, const T* a, const T* b,            \
-                                       const float* inv_a, const float* inv_b,                 \
-                                       unsigned long long* best) {                             \
-        pair_argmax<T, AC, BC>(p, a, b, inv_a, inv_b, best);                                   \
+        cosim_pair_argmax_##NAME##_##L##SUF(cosim_pair_params p, const T* a, const T* b,       \
+                                            const float* inv_a, const float* inv_b,            \
+                                            unsigned long long* best) {                        \
+        pair_argmax<T, AC, BC, TC>(p, a, b, inv_a, inv_b, best);                               \
     }                                                                                          \
     extern "C" __global__ void __launch_bounds__(THREADS, 1)                                   \
-        cosim_pair_greedy_##NAME##_##L(cosim_pair_params p, const T* a, const T* b,            \
-                                       const float* inv_a, const float* inv_b,                 \
-                                       unsigned* rowmax, unsigned* colmax) {                   \
-        pair_greedy<T, AC, BC>(p, a, b, inv_a, inv_b, rowmax, colmax);                         \
+        cosim_pair_greedy_##NAME##_##L##SUF(cosim_pair_params p, const T* a, const T* b,       \
+                                            const float* inv_a, const float* inv_b,            \
+                                            unsigned* rowmax, unsigned* colmax) {              \
+        pair_greedy<T, AC, BC, TC>(p, a, b, inv_a, inv_b, rowmax, colmax);                     \
     }                                                                                          \
     extern "C" __global__ void __launch_bounds__(THREADS, 1)                                   \
-        cosim_pair_topk_##NAME##_##L(cosim_pair_params p, const T* a, const T* b,              \
-                                     const float* inv_a, const float* inv_b,                   \
-                                     unsigned long long* lists) {                              \
-        pair_topk<T, AC, BC>(p, a, b, inv_a, inv_b, lists);                                    \
+        cosim_pair_topk_##NAME##_##L##SUF(cosim_pair_params p, const T* a, const T* b,         \
+                                          const float* inv_a, const float* inv_b,              \
+                                          unsigned long long* lists) {                         \
+        pair_topk<T, AC, BC, TC>(p, a, b, inv_a, inv_b, lists);                                \
     }
+
+#define PAIR_LAYOUT_KERNELS(T, NAME, TC, SUF)                                                  \
+    PAIR_PRODUCT_KERNELS(T, NAME, false, false, rr, TC, SUF)                                   \
+    PAIR_PRODUCT_KERNELS(T, NAME, false, true, rc, TC, SUF)                                    \
+    PAIR_PRODUCT_KERNELS(T, NAME, true, false, cr, TC, SUF)                                    \
+    PAIR_PRODUCT_KERNELS(T, NAME, true, true, cc, TC, SUF)
+
+#if COSIM_TENSOR_CORES
+#define PAIR_TC_KERNELS(T, NAME) PAIR_LAYOUT_KERNELS(T, NAME, true, _tc)
+#else
+#define PAIR_TC_KERNELS(T, NAME)
+#endif
 
 // The kernels of one element type.
 #define PAIR_KERNELS(T, NAME)                                                                  \
-    PAIR_PRODUCT_KERNELS(T, NAME, false, false, rr)                                            \
-    PAIR_PRODUCT_KERNELS(T, NAME, false, true, rc)                                             \
-    PAIR_PRODUCT_KERNELS(T, NAME, true, false, cr)                                             \
-    PAIR_PRODUCT_KERNELS(T, NAME, true, true, cc)                                              \
+    PAIR_LAYOUT_KERNELS(T, NAME, false, )                                                      \
+    PAIR_TC_KERNELS(T, NAME)                                                                   \
     extern "C" __global__ void cosim_pair_keys_finish_##NAME(                                  \
         int64_t count, const unsigned long long* keys, T* values, uint32_t* indices) {         \
         pair_keys_finish<T>(count, keys, values, indices);                                     \

@@ -5,15 +5,15 @@
 //! matrix is what was asked for.
 //!
 //! The GPU kernels are built for f32, f16 and bf16 ([`PairElement`]); f64 pairwise runs on the
-//! CPU backend. [`Precision::Fast`] is not implemented on the GPU yet: it runs the exact FFMA
-//! kernels (the tensor-core kernels are future work), so results never depend on it.
-//!
-//! [`Precision::Fast`]: crate::pairwise::Precision::Fast
+//! CPU backend. The product kernels come in two arithmetics, chosen by the plan's
+//! [`Precision`]: `Exact` (FFMA in f32) and `Fast` (tensor cores through WMMA: TF32 inputs
+//! for f32, f16/bf16 inputs for the half types, f32 accumulation either way). Norms, means
+//! and the epilogues are the same f32 code for both.
 
 use super::params::{cosim_pair_params, cosim_pair_set};
 use super::{oom, Cuda, CudaElement, Family};
 use crate::error::{Error, Result};
-use crate::pairwise::{Layout, MatrixBlock, PairPlan, SetScores, SetStrides, TopK};
+use crate::pairwise::{Layout, MatrixBlock, PairPlan, Precision, SetScores, SetStrides, TopK};
 use crate::Similarity;
 use cudarc::driver::{
     CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -60,13 +60,18 @@ fn tiles(n: usize) -> usize {
     n.div_ceil(TILE)
 }
 
-/// Kernel name suffix of the two layouts.
-fn layouts(plan: &PairPlan) -> &'static str {
-    match (plan.a_layout, plan.b_layout) {
+/// Kernel name suffix of the two layouts and the arithmetic: `rr`, `rc`, `cr`, `cc`, with
+/// `_tc` for tensor cores.
+fn layouts(plan: &PairPlan) -> String {
+    let l = match (plan.a_layout, plan.b_layout) {
         (Layout::Rows, Layout::Rows) => "rr",
         (Layout::Rows, Layout::Cols) => "rc",
         (Layout::Cols, Layout::Rows) => "cr",
         (Layout::Cols, Layout::Cols) => "cc",
+    };
+    match plan.precision {
+        Precision::Exact => l.to_owned(),
+        Precision::Fast => format!("{l}_tc"),
     }
 }
 
