@@ -404,6 +404,7 @@ __device__ void pair_topk(const cosim_pair_params& p, const T* a, const T* b,
         thr[threadIdx.x] = 0;
         queued[threadIdx.x] = 0;
     }
+    __syncthreads();  // dots() need not sync (d = 0 skips its loop)
     float ra[TM];
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
