@@ -227,6 +227,12 @@ impl Cuda {
                 count: plan.m,
             });
         }
+        if plan.d > i32::MAX as usize {
+            return Err(Error::PairTooLarge {
+                what: "components per vector (the kernels count them in 32 bits)",
+                count: plan.d,
+            });
+        }
         self.check_device("a", a)?;
         self.check_device("b", b)
     }
