@@ -43,7 +43,7 @@ pub struct AlongArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub dim: isize,
     /// Each norm is clamped to at least eps [default: 1e-8]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub eps: Option<f64>,
     /// Where to write the result: the broadcast shape without --dim
     #[arg(short, long, value_name = "OUT.npy")]

@@ -44,7 +44,7 @@ pub struct ChannelsArgs {
     #[arg(long, default_value_t = 2)]
     pub flatten_from: usize,
     /// Each norm is clamped to at least eps [default: 1e-8]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub eps: Option<f64>,
     /// Where to write the similarities: the broadcast shape up to --flatten-from
     #[arg(short, long, value_name = "OUT.npy")]
