@@ -193,6 +193,8 @@ fn cpu_section(rows: &mut Vec<Row>) {
 enum Op {
     Along(isize),
     Flat(usize),
+    /// Only in the GPU cases.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     Reweight(usize),
 }
 
@@ -500,6 +502,13 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<()> {
     #[cfg(feature = "cuda")]
     if !opts.cpu_only {
         gpu::section(&mut rows, opts.ordinal)?;
+    }
+    #[cfg(not(feature = "cuda"))]
+    if opts.gpu_only && !opts.cpu_only {
+        println!(
+            "GPU section skipped: built without the `cuda` feature (device {})",
+            opts.ordinal
+        );
     }
     if let Some(path) = json_path {
         let items: Vec<_> = rows
