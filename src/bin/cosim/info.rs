@@ -56,7 +56,7 @@ fn cuda_lines(o: &mut String) {
     let count = match cosim::cuda::device_count() {
         Ok(n) => n,
         Err(e) => {
-            let _ = writeln!(o, "CUDA devices: none usable ({e})");
+            let _ = writeln!(o, "CUDA devices: none usable: {e}");
             return;
         }
     };
