@@ -479,6 +479,38 @@ fn integer_inputs_become_f32_with_a_note() -> Res {
 }
 
 #[test]
+fn integers_with_f16_compute_in_f16() -> Res {
+    // PyTorch: int64 with float16 gives float16.
+    let d = dirs();
+    let s = [2usize, 2];
+    let xi: Vec<u8> = [1i32, -2, 3, 4]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let y = [f16::from_f32(0.5), f16::ONE, f16::from_f32(-2.0), f16::ONE];
+    let yb: Vec<u8> = y.iter().flat_map(|h| h.to_le_bytes()).collect();
+    let a = write_file(d.inp.path(), "a.npy", &npy_bytes("<i4", false, &s, &xi));
+    let b = write_file(d.inp.path(), "b.npy", &npy_bytes("<f2", false, &s, &yb));
+    let out = d.out.path().join("s.npy");
+    cosim()
+        .args(["-q", "--device", "cpu", "along"])
+        .args([&a, &b])
+        .args(["--dim", "1", "-o"])
+        .arg(&out)
+        .assert()
+        .success();
+    let xh: Vec<f16> = [1.0f32, -2., 3., 4.]
+        .iter()
+        .map(|&v| f16::from_f32(v))
+        .collect();
+    let want = cpu::cosine_similarity(&xh, &s, &y, &s, 1, None)?;
+    let got = read_npy(&out);
+    assert_eq!(got.descr, "<f2");
+    assert_close(&got.values, &widen(&want.values), 0.0, "int with f16");
+    Ok(())
+}
+
+#[test]
 fn mixed_f16_and_f32_promote_to_f32() -> Res {
     let d = dirs();
     let s = [2usize, 2];

@@ -15,15 +15,23 @@ pub struct Inputs {
 
 impl Inputs {
     /// Opens both files and picks the compute type: `--dtype`, else the inputs' types promoted
-    /// as PyTorch does (integers and bools become f32; f16 with bf16 or f32 gives f32). Notes
-    /// every conversion on stderr.
+    /// as PyTorch does (an integer array takes the other's floating type, two give f32; f16
+    /// with f32 gives f32). Notes every conversion on stderr.
     ///
     /// # Errors
     /// As [`NpyInput::open`], for either file.
     pub fn open(a: &Path, b: &Path, g: &GlobalOpts) -> Result<Inputs> {
         let (a, b) = (NpyInput::open(a)?, NpyInput::open(b)?);
         let (na, nb) = (a.source.natural(), b.source.natural());
-        let dtype = g.dtype.unwrap_or_else(|| na.promote(nb));
+        // An integer array takes the other input's floating type, as in PyTorch
+        // (int64 with float16 gives float16); two integer arrays give f32.
+        let dtype = g
+            .dtype
+            .unwrap_or(match (a.source.is_integral(), b.source.is_integral()) {
+                (true, false) => nb,
+                (false, true) => na,
+                _ => na.promote(nb),
+            });
         for x in [&a, &b] {
             if x.source.is_integral() {
                 g.note(format!(

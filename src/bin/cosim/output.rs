@@ -19,7 +19,7 @@ fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// On Ctrl-C (SIGINT/SIGTERM), deletes the pending temporary files and exits with 130.
+/// On Ctrl-C, SIGTERM or SIGHUP, deletes the pending temporary files and exits with 130.
 pub fn install_interrupt_cleanup() {
     // Failing to install (another handler exists) only loses the cleanup, not correctness:
     // the temporary files never carry the output's name.
