@@ -817,3 +817,70 @@ fn info_reports_kernels_and_devices() {
     #[cfg(feature = "cuda")]
     assert!(text.contains("CUDA kernels: "), "{text}");
 }
+
+#[test]
+fn blocked_runs_give_exactly_the_whole_result() -> Res {
+    // --block-bytes forces the job into blocks of rows along dim 0 (as when a job does not
+    // fit in the GPU's memory); every block shape must give the bits of the whole job.
+    let d = dirs();
+    let mut rng = SmallRng::seed_from_u64(9);
+    let s = [7usize, 3, 4, 5];
+    let (x, y, p) = (
+        random(&mut rng, 420),
+        random(&mut rng, 420),
+        random(&mut rng, 3),
+    );
+    let a = write_f32(d.inp.path(), "a.npy", &s, &x);
+    let b = write_f32(d.inp.path(), "b.npy", &s, &y);
+    let proto = write_f32(d.inp.path(), "p.npy", &[1, 3, 1, 1], &p);
+    let run = |args: &[&str], inputs: [&Path; 2], outs: &[&Path]| {
+        let mut c = cosim();
+        c.args(["-q", "--device", "cpu", "--force"]).args(args);
+        c.args(inputs);
+        for (i, o) in outs.iter().enumerate() {
+            c.arg(if i == 0 { "-o" } else { "--reweight" }).arg(o);
+        }
+        c.assert().success();
+    };
+    let (whole, blocked) = (d.out.path().join("whole.npy"), d.out.path().join("blk.npy"));
+    let (ww, wb) = (d.out.path().join("ww.npy"), d.out.path().join("wb.npy"));
+    for bytes in ["800", "1700", "100000"] {
+        let cut = ["--block-bytes", bytes];
+        // Along dim 1, both inputs cut; then against a prototype that goes whole.
+        for (second, dim) in [(&b, "1"), (&proto, "1"), (&b, "-1")] {
+            let args = ["along", "--dim", dim];
+            run(&args, [&a, second], &[&whole]);
+            run(&[&cut[..], &args].concat(), [&a, second], &[&blocked]);
+            assert_eq!(
+                read_npy(&blocked).values,
+                read_npy(&whole).values,
+                "{bytes} {dim}"
+            );
+        }
+        let args = ["channels", "--flatten-from", "2"];
+        run(&args, [&a, &b], &[&whole, &ww]);
+        run(&[&cut[..], &args].concat(), [&a, &b], &[&blocked, &wb]);
+        assert_eq!(read_npy(&blocked).values, read_npy(&whole).values);
+        assert_eq!(read_npy(&wb).values, read_npy(&ww).values);
+        let want = cpu::reweight_channels(&x, &s, &y, &s, 2, None)?;
+        assert_close(
+            &read_npy(&wb).values,
+            &widen(&want.weighted),
+            0.0,
+            "weighted",
+        );
+    }
+    // A budget below one row is refused (runtime error), leaving no file.
+    let empty = TempDir::new()?;
+    assert_fails(
+        cosim()
+            .args(["--device", "cpu", "--block-bytes", "1", "along"])
+            .args([&a, &b])
+            .args(["--dim", "1", "-o"])
+            .arg(empty.path().join("none.npy")),
+        1,
+        &["a.npy", "one row"],
+        empty.path(),
+    );
+    Ok(())
+}

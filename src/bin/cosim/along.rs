@@ -1,5 +1,6 @@
 //! `cosim along`: cosine similarity along one dim of two broadcasting arrays.
 
+use crate::blocks::{self, Op};
 use crate::dtype::{with_dtype, Compute};
 use crate::error::Result;
 use crate::inputs::Inputs;
@@ -74,10 +75,8 @@ fn compute<T: Compute>(
     progress.phase("reading inputs");
     let (a, b) = (inputs.a.values::<T>(), inputs.b.values::<T>());
     progress.phase(format!("computing on {}", device.describe()));
-    let (sa, sb) = (&inputs.a.shape, &inputs.b.shape);
-    let s = device
-        .cosine_similarity(&a, sa, &b, sb, args.dim, args.eps)
-        .map_err(|e| inputs.refusal(e))?;
+    let op = Op::Along(args.dim);
+    let s = blocks::compute(device, op, inputs, &a, &b, args.eps, g.block_bytes)?;
     progress.phase(format!("writing {}", out.path().display()));
     out.write_npy(&s.shape, &s.values)?;
     drop(progress);

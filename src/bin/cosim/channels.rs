@@ -1,6 +1,7 @@
 //! `cosim channels`: per-channel cosine similarity of flattened maps, and optionally the
 //! second input reweighted per channel by it.
 
+use crate::blocks::{self, Op};
 use crate::dtype::{with_dtype, Compute};
 use crate::error::Result;
 use crate::inputs::Inputs;
@@ -87,36 +88,29 @@ fn compute<T: Compute>(
     args: &ChannelsArgs,
     device: &Device,
     mut out: Output,
-    weighted: Option<Output>,
+    mut weighted: Option<Output>,
     g: &GlobalOpts,
 ) -> Result<()> {
     let progress = Progress::start(g.quiet);
     progress.phase("reading inputs");
     let (a, b) = (inputs.a.values::<T>(), inputs.b.values::<T>());
-    let (sa, sb) = (&inputs.a.shape, &inputs.b.shape);
-    let (from, eps) = (args.flatten_from, args.eps);
     progress.phase(format!("computing on {}", device.describe()));
+    let from = args.flatten_from;
+    let op = match weighted {
+        Some(_) => Op::Reweight(from),
+        None => Op::Channels(from),
+    };
+    let r = blocks::compute(device, op, inputs, &a, &b, args.eps, g.block_bytes)?;
+    progress.phase(format!("writing {}", out.path().display()));
+    out.write_npy(&r.shape, &r.values)?;
+    if let (Some(w), Some((values, shape))) = (weighted.as_mut(), &r.weighted) {
+        progress.phase(format!("writing {}", w.path().display()));
+        w.write_npy(shape, values)?;
+    }
+    drop(progress);
+    out.commit()?;
     match weighted {
-        None => {
-            let s = device
-                .channel_similarity(&a, sa, &b, sb, from, eps)
-                .map_err(|e| inputs.refusal(e))?;
-            progress.phase(format!("writing {}", out.path().display()));
-            out.write_npy(&s.shape, &s.values)?;
-            drop(progress);
-            out.commit()
-        }
-        Some(mut w) => {
-            let r = device
-                .reweight_channels(&a, sa, &b, sb, from, eps)
-                .map_err(|e| inputs.refusal(e))?;
-            progress.phase(format!("writing {}", out.path().display()));
-            out.write_npy(&r.similarity_shape, &r.similarity)?;
-            progress.phase(format!("writing {}", w.path().display()));
-            w.write_npy(&r.weighted_shape, &r.weighted)?;
-            drop(progress);
-            out.commit()?;
-            w.commit()
-        }
+        Some(w) => w.commit(),
+        None => Ok(()),
     }
 }

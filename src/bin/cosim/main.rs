@@ -2,11 +2,13 @@
 //!
 //! One module per subcommand (`along`, `channels`, `demo`, `info`, `bench`); the shared parts
 //! are `npy` (reading and writing files), `inputs` (two inputs and their compute type),
+//! `blocks` (whole or in blocks of rows, streamed through the GPU when too large for it),
 //! `output` (atomic result files), `options` (global flags, device choice), `dtype`,
 //! `progress` and `error` (one-line messages, exit codes).
 
 mod along;
 mod bench;
+mod blocks;
 mod channels;
 mod demo;
 mod dtype;

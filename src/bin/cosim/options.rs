@@ -59,6 +59,10 @@ pub struct GlobalOpts {
     /// Overwrite output files that already exist.
     #[arg(long, global = true)]
     pub force: bool,
+    /// Run in blocks of rows of at most this many bytes, on any device (for tests; blocks
+    /// are otherwise used only when a job does not fit in the GPU's memory).
+    #[arg(long, global = true, hide = true, value_name = "BYTES")]
+    pub block_bytes: Option<usize>,
 }
 
 impl GlobalOpts {
