@@ -628,6 +628,9 @@ fn input_errors_name_the_file_exit_2_and_leave_nothing() -> Res {
         "complex.npy",
         &npy_bytes("<c8", false, &[2], &[0u8; 16]),
     );
+    let mut broken = npy_bytes("<f4", false, &[2, 3], &f32_bytes(&[0.; 6]));
+    broken[20..26].copy_from_slice(b"#####("); // the header dict no longer parses
+    let broken = write_file(d.inp.path(), "broken.npy", &broken);
     let missing = d.inp.path().join("missing.npy");
     let out = d.out.path().join("s.npy");
     let along = |a: &Path, b: &Path, dim: &str| {
@@ -746,6 +749,18 @@ fn output_errors_exit_2_and_leave_nothing() -> Res {
     assert_eq!(files_in(d.out.path()), vec!["s.npy"]);
     run(&existing).arg("--force").assert().success();
     assert_eq!(read_npy(&existing).shape, vec![2]);
+    assert_eq!(files_in(d.out.path()), vec!["s.npy"]);
+    // The second output of `channels --reweight` exists: nothing is written, not even -o.
+    let o = cosim()
+        .args(["--device", "cpu", "channels"])
+        .args([&good, &good])
+        .args(["--flatten-from", "1", "-o"])
+        .arg(d.out.path().join("sim.npy"))
+        .arg("--reweight")
+        .arg(&existing)
+        .output()?;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("s.npy: already exists"));
     assert_eq!(files_in(d.out.path()), vec!["s.npy"]);
     // The output is a directory.
     let sub = d.out.path().join("sub");
