@@ -63,6 +63,12 @@ impl Output {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
+        if !dir.is_dir() {
+            return Err(CliError::file(
+                path,
+                format!("cannot write in {}: no such directory", dir.display()),
+            ));
+        }
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
