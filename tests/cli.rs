@@ -207,7 +207,12 @@ fn along_matches_the_library_on_the_cpu() -> Res {
         .arg(&out)
         .output()?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).starts_with("device: CPU"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("device: CPU"), "{err}");
+    assert!(
+        err.contains("wrote ") && err.contains("s.npy: float32 [3, 5, 6]"),
+        "{err}"
+    );
     let got = read_npy(&out);
     let want = cpu::cosine_similarity(&x, &s, &y, &s, 1, None)?;
     assert_eq!(got.descr, "<f4");
@@ -658,6 +663,12 @@ fn input_errors_name_the_file_exit_2_and_leave_nothing() -> Res {
         &mut along(&truncated, &good, "1"),
         2,
         &["truncated.npy", "truncated"],
+        o,
+    );
+    assert_fails(
+        &mut along(&good, &broken, "1"),
+        2,
+        &["broken.npy", "not a valid .npy"],
         o,
     );
     assert_fails(

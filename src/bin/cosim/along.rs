@@ -59,7 +59,7 @@ pub fn run(args: &AlongArgs, g: &GlobalOpts) -> Result<()> {
     let inputs = Inputs::open(&args.a, &args.b, g)?;
     Plan::along(&inputs.a.shape, &inputs.b.shape, args.dim, args.eps)
         .map_err(|e| inputs.refusal(e))?;
-    let out = Output::create(&args.output, g.force)?;
+    let out = Output::create(&args.output, g)?;
     let device = g.device()?;
     with_dtype!(inputs.dtype, T => compute::<T>(&inputs, args, &device, out, g))
 }

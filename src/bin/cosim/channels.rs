@@ -74,9 +74,9 @@ pub fn run(args: &ChannelsArgs, g: &GlobalOpts) -> Result<()> {
             "given both as -o and --reweight; name two different files",
         ));
     }
-    let out = Output::create(&args.output, g.force)?;
+    let out = Output::create(&args.output, g)?;
     let weighted = match &args.reweight {
-        Some(p) => Some(Output::create(p, g.force)?),
+        Some(p) => Some(Output::create(p, g)?),
         None => None,
     };
     let device = g.device()?;

@@ -25,6 +25,18 @@ impl Dtype {
     }
 }
 
+impl Dtype {
+    /// NumPy's name of the type (bf16 has none in NumPy; `ml_dtypes` calls it bfloat16).
+    pub fn numpy_name(self) -> &'static str {
+        match self {
+            Dtype::F16 => "float16",
+            Dtype::Bf16 => "bfloat16",
+            Dtype::F32 => "float32",
+            Dtype::F64 => "float64",
+        }
+    }
+}
+
 impl fmt::Display for Dtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

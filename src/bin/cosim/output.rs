@@ -5,6 +5,7 @@
 use crate::dtype::Compute;
 use crate::error::{CliError, Result};
 use crate::npy;
+use crate::options::GlobalOpts;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -37,6 +38,9 @@ pub struct Output {
     path: PathBuf,
     temp: Option<NamedTempFile>,
     force: bool,
+    quiet: bool,
+    /// What was written, for the line printed on success: `float32 [8, 32, 32]`.
+    written: String,
 }
 
 impl Output {
@@ -46,7 +50,8 @@ impl Output {
     /// # Errors
     /// A usage error naming `path`: it exists (without `force`), is a directory, or its
     /// directory is missing or not writable.
-    pub fn create(path: &Path, force: bool) -> Result<Output> {
+    pub fn create(path: &Path, g: &GlobalOpts) -> Result<Output> {
+        let force = g.force;
         if path.is_dir() {
             return Err(CliError::file(
                 path,
@@ -90,6 +95,8 @@ impl Output {
             path: path.to_owned(),
             temp: Some(temp),
             force,
+            quiet: g.quiet,
+            written: String::new(),
         })
     }
 
@@ -117,11 +124,12 @@ impl Output {
         w.flush().map_err(fail)?;
         drop(w);
         temp.as_file().sync_all().map_err(fail)?;
+        self.written = format!("{} {shape:?}", npy::stored_dtype(T::DTYPE).numpy_name());
         Ok(())
     }
 
     /// Renames the temporary file to the output name (refusing to replace a file that
-    /// appeared meanwhile, unless `--force`).
+    /// appeared meanwhile, unless `--force`), and says so on stderr unless `--quiet`.
     ///
     /// # Errors
     /// A runtime error naming the output if the rename fails (the temporary file is deleted).
@@ -136,6 +144,9 @@ impl Output {
             temp.persist_noclobber(&self.path)
         };
         pending().retain(|p| p != &temp_path);
+        if done.is_ok() && !self.quiet {
+            eprintln!("wrote {}: {}", self.path.display(), self.written);
+        }
         done.map(drop).map_err(|e| {
             let code = if e.error.kind() == std::io::ErrorKind::AlreadyExists {
                 crate::error::EXIT_USAGE
