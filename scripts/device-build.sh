@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Here (no GPU needed): builds the release test binaries and the benchmark binary with the
+# Here (no GPU needed): builds the release test binaries, the benchmark and the cosim binary with the
 # kernels, and copies them to device-bin/ (ignored by git, carried to the device machine).
 # Then run on the device, in one call:
 #   run(command="bash scripts/device-run.sh", carry=["device-bin"], timeout_s=540)
@@ -12,16 +12,21 @@ pick() { # cargo's JSON messages → "target-name executable" lines
   python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+    # The cosim binary'"'"'s own unit tests (kind bin) are CPU-only and share the lib'"'"'s target name.
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] \
+            and "bin" not in m["target"]["kind"]:
         print(m["target"]["name"], m["executable"])'
 }
 cargo test --release --no-run --message-format=json 2>/dev/null | pick | while read -r name exe; do
-  case "$name" in bindings) continue ;; esac
+  case "$name" in bindings|cli) continue ;; esac # cli runs the cosim binary by its path here
   cp "$exe" "device-bin/test-$name"
 done
 cargo bench --bench cosim_bench --no-run --message-format=json 2>/dev/null | pick | while read -r name exe; do
   cp "$exe" "device-bin/bench-$name"
 done
+# The command-line tool, for GPU checks of `cosim info` / `cosim along --device cuda`.
+cargo build --release --bin cosim 2>/dev/null
+cp "${CARGO_TARGET_DIR:-target}/release/cosim" device-bin/cosim
 strip device-bin/* 2>/dev/null || true
 git rev-parse --short HEAD > device-bin/COMMIT
 git diff --quiet || echo "+uncommitted" >> device-bin/COMMIT

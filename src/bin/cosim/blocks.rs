@@ -1,0 +1,533 @@
+//! Jobs too large for the GPU's memory, run in blocks of rows along dim 0 of the broadcast
+//! shape: each block's rows of the inputs are staged in pinned host buffers and copied up on
+//! one of two streams while the other stream computes, and its results copied back the same
+//! way. An input broadcast along dim 0 (size 1 there, or of lower rank) goes up once, whole.
+//!
+//! The cut itself ([`Blocks`]) is plain arithmetic, run on the CPU too when `--block-bytes`
+//! forces blocks there, which is how the tests check that a blocked job gives exactly what
+//! the whole job gives.
+
+use crate::dtype::Compute;
+use crate::error::{CliError, Result};
+use crate::inputs::Inputs;
+use cosim::plan::Plan;
+use cosim::{cpu, Device};
+use std::ops::Range;
+
+/// What a job computes.
+#[derive(Clone, Copy, Debug)]
+pub enum Op {
+    /// Cosine along a dim.
+    Along(isize),
+    /// Per channel, flattened from a dim.
+    Channels(usize),
+    /// Per channel, and the second input reweighted by it.
+    Reweight(usize),
+}
+
+/// A job's results: the similarities, and the weighted tensor for [`Op::Reweight`].
+pub struct Computed<T> {
+    pub values: Vec<T>,
+    pub shape: Vec<usize>,
+    pub weighted: Option<(Vec<T>, Vec<usize>)>,
+}
+
+/// Blocks on the GPU are at most this large per slot (two slots are in flight).
+#[cfg(feature = "cuda")]
+const GPU_BLOCK_BYTES: usize = 256 << 20;
+
+/// Runs `op` on `device`, whole, or in blocks when the GPU could not hold it (or when
+/// `block_bytes` forces blocks of at most that many bytes, on any device).
+///
+/// # Errors
+/// Library refusals and device failures, with both inputs named.
+pub fn compute<T: Compute>(
+    device: &Device,
+    op: Op,
+    inputs: &Inputs,
+    a: &[T],
+    b: &[T],
+    eps: Option<f64>,
+    block_bytes: Option<usize>,
+) -> Result<Computed<T>> {
+    let (sa, sb) = (&inputs.a.shape, &inputs.b.shape);
+    let plan = match op {
+        Op::Along(dim) => Plan::along(sa, sb, dim, eps),
+        Op::Channels(from) | Op::Reweight(from) => Plan::flattened(sa, sb, from, eps),
+    }
+    .map_err(|e| inputs.refusal(e))?;
+    let budget = match block_bytes {
+        Some(n) => Some(n),
+        None => gpu_budget::<T>(device, op, &plan, a.len(), b.len()),
+    };
+    let elem = std::mem::size_of::<T>();
+    let blocks = budget.and_then(|bytes| Blocks::plan(op, &plan, sa, sb, bytes, elem));
+    let Some(blocks) = blocks else {
+        return whole(device, op, inputs, a, b, eps);
+    };
+    if blocks.per_block == 0 {
+        return Err(CliError::runtime(format!(
+            "{} vs {}: one row of dim 0 needs {} bytes, more than a block may hold",
+            inputs.a.describe(),
+            inputs.b.describe(),
+            blocks.row_bytes(elem)
+        )));
+    }
+    let mut values = vec![T::round_f64(0.0); plan.out_len()];
+    let mut weighted = match op {
+        Op::Reweight(_) => Some(vec![T::round_f64(0.0); plan.out_len() * plan.reduce.len]),
+        _ => None,
+    };
+    match device {
+        Device::Cpu => on_cpu(&blocks, op, a, b, eps, &mut values, weighted.as_deref_mut()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(c) => gpu::run(
+            c,
+            &blocks,
+            op,
+            a,
+            b,
+            eps,
+            &mut values,
+            weighted.as_deref_mut(),
+        ),
+    }
+    .map_err(|e| inputs.refusal(e))?;
+    Ok(Computed {
+        values,
+        weighted: weighted.map(|w| (w, plan.weighted_shape())),
+        shape: plan.out_shape,
+    })
+}
+
+/// The whole job in one call on `device`.
+fn whole<T: Compute>(
+    device: &Device,
+    op: Op,
+    inputs: &Inputs,
+    a: &[T],
+    b: &[T],
+    eps: Option<f64>,
+) -> Result<Computed<T>> {
+    let (sa, sb) = (&inputs.a.shape, &inputs.b.shape);
+    let refusal = |e| inputs.refusal(e);
+    Ok(match op {
+        Op::Along(dim) => {
+            let s = device
+                .cosine_similarity(a, sa, b, sb, dim, eps)
+                .map_err(refusal)?;
+            Computed {
+                values: s.values,
+                shape: s.shape,
+                weighted: None,
+            }
+        }
+        Op::Channels(from) => {
+            let s = device
+                .channel_similarity(a, sa, b, sb, from, eps)
+                .map_err(refusal)?;
+            Computed {
+                values: s.values,
+                shape: s.shape,
+                weighted: None,
+            }
+        }
+        Op::Reweight(from) => {
+            let r = device
+                .reweight_channels(a, sa, b, sb, from, eps)
+                .map_err(refusal)?;
+            Computed {
+                values: r.similarity,
+                shape: r.similarity_shape,
+                weighted: Some((r.weighted, r.weighted_shape)),
+            }
+        }
+    })
+}
+
+/// The bytes per block slot when the job does not fit in the GPU's free memory; `None`
+/// (run whole) on the CPU or when it fits.
+#[allow(unused_variables)]
+fn gpu_budget<T: Compute>(
+    device: &Device,
+    op: Op,
+    plan: &Plan,
+    len_a: usize,
+    len_b: usize,
+) -> Option<usize> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(c) = device {
+        let (free, _) = c.stream().context().mem_get_info().ok()?;
+        let usable = free / 10 * 8;
+        let weighted = match op {
+            Op::Reweight(_) => plan.out_len() * plan.reduce.len,
+            _ => 0,
+        };
+        let job = (len_a + len_b + plan.out_len() + weighted) * std::mem::size_of::<T>();
+        if job <= usable {
+            return None;
+        }
+        // Whatever goes up whole stays resident; two slots share the rest.
+        let whole = (len_a + len_b) * std::mem::size_of::<T>();
+        return Some((usable.saturating_sub(whole) / 2).min(GPU_BLOCK_BYTES));
+    }
+    None
+}
+
+/// One input's part in the blocks: cut along dim 0, or sent whole with every block.
+#[derive(Clone, Debug)]
+struct Part {
+    shape: Vec<usize>,
+    /// Elements per row of dim 0 when cut; `None` when broadcast along dim 0.
+    row: Option<usize>,
+}
+
+impl Part {
+    fn new(shape: &[usize], rank: usize, rows: usize) -> Part {
+        let cut = shape.len() == rank && shape.first() == Some(&rows) && rows > 1;
+        Part {
+            shape: shape.to_vec(),
+            row: cut.then(|| shape[1..].iter().product()),
+        }
+    }
+
+    /// The elements and shape of rows `r` (all of it when not cut).
+    fn block(&self, len: usize, r: &Range<usize>) -> (Range<usize>, Vec<usize>) {
+        match self.row {
+            Some(row) => {
+                let mut shape = self.shape.clone();
+                shape[0] = r.len();
+                (r.start * row..r.end * row, shape)
+            }
+            None => (0..len, self.shape.clone()),
+        }
+    }
+
+    fn row_len(&self) -> usize {
+        self.row.unwrap_or(0)
+    }
+}
+
+/// A job cut into blocks of rows along dim 0 of the broadcast shape.
+#[derive(Clone, Debug)]
+pub struct Blocks {
+    /// Rows of dim 0.
+    rows: usize,
+    /// Rows per block (0 when not even one row fits the budget).
+    pub per_block: usize,
+    a: Part,
+    b: Part,
+    /// Output elements per row: similarities, and weighted values (0 unless reweighting).
+    out_row: usize,
+    weighted_row: usize,
+}
+
+impl Blocks {
+    /// The cut of `op` into blocks of at most `budget` bytes; `None` when dim 0 is reduced
+    /// (or flattened), has one row, or no input is cut along it.
+    fn plan(
+        op: Op,
+        plan: &Plan,
+        sa: &[usize],
+        sb: &[usize],
+        budget: usize,
+        elem: usize,
+    ) -> Option<Blocks> {
+        let shape = &plan.broadcast_shape;
+        let rows = *shape.first()?;
+        let keeps_dim0 = match op {
+            Op::Along(dim) => cosim::plan::wrap_dim(dim, shape).ok()? != 0,
+            Op::Channels(from) | Op::Reweight(from) => from > 0,
+        };
+        let (a, b) = (
+            Part::new(sa, shape.len(), rows),
+            Part::new(sb, shape.len(), rows),
+        );
+        if !keeps_dim0 || rows < 2 || (a.row.is_none() && b.row.is_none()) {
+            return None;
+        }
+        let out_row = plan.out_len() / rows;
+        let weighted_row = match op {
+            Op::Reweight(_) => out_row * plan.reduce.len,
+            _ => 0,
+        };
+        let mut blocks = Blocks {
+            rows,
+            per_block: 0,
+            a,
+            b,
+            out_row,
+            weighted_row,
+        };
+        blocks.per_block = (budget / blocks.row_bytes(elem).max(1)).min(rows);
+        Some(blocks)
+    }
+
+    /// Bytes one row of dim 0 takes in a block: the cut inputs' rows and the outputs'.
+    fn row_bytes(&self, elem: usize) -> usize {
+        (self.a.row_len() + self.b.row_len() + self.out_row + self.weighted_row) * elem
+    }
+
+    /// The row ranges of the blocks, in order.
+    fn ranges(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let step = self.per_block.max(1);
+        (0..self.rows)
+            .step_by(step)
+            .map(move |r| r..(r + step).min(self.rows))
+    }
+}
+
+/// The blocks run one after the other on the CPU (for checking the cut; the CPU itself has
+/// no need for blocks).
+fn on_cpu<T: Compute>(
+    blocks: &Blocks,
+    op: Op,
+    a: &[T],
+    b: &[T],
+    eps: Option<f64>,
+    values: &mut [T],
+    mut weighted: Option<&mut [T]>,
+) -> cosim::Result<()> {
+    for r in blocks.ranges() {
+        let (ra, sa) = blocks.a.block(a.len(), &r);
+        let (rb, sb) = blocks.b.block(b.len(), &r);
+        let (xa, xb) = (&a[ra], &b[rb]);
+        let out = &mut values[r.start * blocks.out_row..r.end * blocks.out_row];
+        match (op, weighted.as_deref_mut()) {
+            (Op::Along(dim), _) => {
+                cpu::cosine_similarity_into(out, xa, &sa, xb, &sb, dim, eps)?;
+            }
+            (Op::Channels(from), _) | (Op::Reweight(from), None) => {
+                cpu::channel_similarity_into(out, xa, &sa, xb, &sb, from, eps)?;
+            }
+            (Op::Reweight(from), Some(w)) => {
+                let w = &mut w[r.start * blocks.weighted_row..r.end * blocks.weighted_row];
+                cpu::reweight_channels_into(w, out, xa, &sa, xb, &sb, from, eps)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The GPU pipeline: two slots, each with its stream, pinned staging buffers and device
+/// buffers for one block; while one slot's block computes, the other's rows are staged and
+/// copied.
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::{Blocks, Op};
+    use crate::dtype::Compute;
+    use cosim::cuda::Cuda;
+    use cosim::cudarc::driver::{CudaContext, CudaSlice, CudaStream, PinnedHostSlice};
+    use std::ops::Range;
+    use std::sync::Arc;
+
+    /// Pinned host buffer of `len` elements, zeroed.
+    fn pinned<T: Compute>(
+        ctx: &Arc<CudaContext>,
+        len: usize,
+        write_combined: bool,
+    ) -> cosim::Result<PinnedHostSlice<T>> {
+        let flags = if write_combined {
+            cosim::cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED
+        } else {
+            0
+        };
+        // SAFETY: the allocation is uninitialised; it is zeroed through a raw pointer below
+        // before any reference to its elements exists.
+        let mut h = unsafe { ctx.alloc_pinned_with_flags::<T>(len.max(1), flags) }?;
+        let p = h.as_mut_ptr()?;
+        // SAFETY: `p` points to `len.max(1)` elements just allocated and owned by `h`.
+        unsafe { std::ptr::write_bytes(p, 0, len.max(1)) };
+        Ok(h)
+    }
+
+    /// One input's buffers: staged and uploaded per block when cut, resident when whole.
+    enum Input<T: Compute> {
+        Cut {
+            host: PinnedHostSlice<T>,
+            dev: CudaSlice<T>,
+        },
+        Whole,
+    }
+
+    /// One slot of the pipeline.
+    struct Slot<T: Compute> {
+        cuda: Cuda,
+        stream: Arc<CudaStream>,
+        a: Input<T>,
+        b: Input<T>,
+        out_dev: CudaSlice<T>,
+        out_host: PinnedHostSlice<T>,
+        w: Option<(CudaSlice<T>, PinnedHostSlice<T>)>,
+        /// The rows this slot computed and has not yet handed back.
+        pending: Option<Range<usize>>,
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run<T: Compute>(
+        cuda: &Cuda,
+        blocks: &Blocks,
+        op: Op,
+        a: &[T],
+        b: &[T],
+        eps: Option<f64>,
+        values: &mut [T],
+        mut weighted: Option<&mut [T]>,
+    ) -> cosim::Result<()> {
+        let ctx = cuda.stream().context().clone();
+        let n = blocks.per_block;
+        // Inputs broadcast along dim 0 go up once and are read by both streams.
+        let whole_a = cuda.upload(if blocks.a.row.is_none() { a } else { &[] })?;
+        let whole_b = cuda.upload(if blocks.b.row.is_none() { b } else { &[] })?;
+        cuda.stream().synchronize()?;
+        let input = |row: Option<usize>, stream: &Arc<CudaStream>| -> cosim::Result<Input<T>> {
+            Ok(match row {
+                Some(row) => Input::Cut {
+                    host: pinned(&ctx, n * row, true)?,
+                    dev: stream.alloc_zeros::<T>((n * row).max(1))?,
+                },
+                None => Input::Whole,
+            })
+        };
+        let mut slots = Vec::with_capacity(2);
+        for _ in 0..2 {
+            let stream = ctx.new_stream()?;
+            let w = match op {
+                Op::Reweight(_) => Some((
+                    stream.alloc_zeros::<T>((n * blocks.weighted_row).max(1))?,
+                    pinned(&ctx, n * blocks.weighted_row, false)?,
+                )),
+                _ => None,
+            };
+            slots.push(Slot {
+                cuda: Cuda::with_stream(stream.clone())?,
+                a: input(blocks.a.row, &stream)?,
+                b: input(blocks.b.row, &stream)?,
+                out_dev: stream.alloc_zeros::<T>((n * blocks.out_row).max(1))?,
+                out_host: pinned(&ctx, n * blocks.out_row, false)?,
+                w,
+                stream,
+                pending: None,
+            });
+        }
+        for (k, r) in blocks.ranges().enumerate() {
+            let slot = &mut slots[k % 2];
+            // This slot's previous block: wait for its results and hand them back.
+            if let Some(prev) = slot.pending.take() {
+                hand_back(slot, blocks, &prev, values, weighted.as_deref_mut())?;
+            }
+            let (ra, sa) = blocks.a.block(a.len(), &r);
+            let (rb, sb) = blocks.b.block(b.len(), &r);
+            stage(&slot.stream, &mut slot.a, &a[ra.clone()])?;
+            stage(&slot.stream, &mut slot.b, &b[rb.clone()])?;
+            let xa = match &slot.a {
+                Input::Cut { dev, .. } => dev.slice(0..ra.len()),
+                Input::Whole => whole_a.slice(..),
+            };
+            let xb = match &slot.b {
+                Input::Cut { dev, .. } => dev.slice(0..rb.len()),
+                Input::Whole => whole_b.slice(..),
+            };
+            let mut out = slot.out_dev.slice_mut(0..r.len() * blocks.out_row);
+            match (op, slot.w.as_mut()) {
+                (Op::Along(dim), _) => {
+                    slot.cuda
+                        .cosine_similarity_into(&mut out, &xa, &sa, &xb, &sb, dim, eps)?;
+                }
+                (Op::Channels(from), _) | (Op::Reweight(from), None) => {
+                    slot.cuda
+                        .channel_similarity_into(&mut out, &xa, &sa, &xb, &sb, from, eps)?;
+                }
+                (Op::Reweight(from), Some((w_dev, w_host))) => {
+                    let mut w = w_dev.slice_mut(0..r.len() * blocks.weighted_row);
+                    slot.cuda
+                        .reweight_channels_into(&mut w, &mut out, &xa, &sa, &xb, &sb, from, eps)?;
+                    slot.stream.memcpy_dtoh(&*w_dev, w_host)?;
+                }
+            }
+            slot.stream.memcpy_dtoh(&slot.out_dev, &mut slot.out_host)?;
+            slot.pending = Some(r);
+        }
+        for slot in &mut slots {
+            if let Some(prev) = slot.pending.take() {
+                hand_back(slot, blocks, &prev, values, weighted.as_deref_mut())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies a block's rows of a cut input into its pinned buffer (waiting until the
+    /// buffer's previous upload is done) and queues their upload.
+    fn stage<T: Compute>(
+        stream: &Arc<CudaStream>,
+        input: &mut Input<T>,
+        rows: &[T],
+    ) -> cosim::Result<()> {
+        if let Input::Cut { host, dev } = input {
+            host.as_mut_slice()?[..rows.len()].copy_from_slice(rows);
+            stream.memcpy_htod(host, dev)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a slot's downloads and copies its block's results into the outputs.
+    fn hand_back<T: Compute>(
+        slot: &Slot<T>,
+        blocks: &Blocks,
+        r: &Range<usize>,
+        values: &mut [T],
+        weighted: Option<&mut [T]>,
+    ) -> cosim::Result<()> {
+        let n = r.len() * blocks.out_row;
+        values[r.start * blocks.out_row..r.end * blocks.out_row]
+            .copy_from_slice(&slot.out_host.as_slice()?[..n]);
+        if let (Some(w), Some((_, host))) = (weighted, &slot.w) {
+            let n = r.len() * blocks.weighted_row;
+            w[r.start * blocks.weighted_row..r.end * blocks.weighted_row]
+                .copy_from_slice(&host.as_slice()?[..n]);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks(op: Op, sa: &[usize], sb: &[usize], budget: usize) -> Option<Blocks> {
+        let plan = match op {
+            Op::Along(d) => Plan::along(sa, sb, d, None),
+            Op::Channels(f) | Op::Reweight(f) => Plan::flattened(sa, sb, f, None),
+        }
+        .ok()?;
+        Blocks::plan(op, &plan, sa, sb, budget, 8)
+    }
+
+    #[test]
+    fn cuts_along_dim0_unless_it_is_reduced() {
+        let b = blocks(Op::Along(1), &[10, 4, 5], &[10, 4, 5], 8 * 3 * 45).unwrap();
+        // A row: 20 + 20 inputs + 5 outputs = 45 elements of 8 bytes; three fit.
+        assert_eq!(b.per_block, 3);
+        let r: Vec<_> = b.ranges().collect();
+        assert_eq!(r, vec![0..3, 3..6, 6..9, 9..10]);
+        assert!(blocks(Op::Along(0), &[10, 4], &[10, 4], 1 << 20).is_none());
+        assert!(blocks(Op::Along(-3), &[10, 4, 5], &[10, 4, 5], 1 << 20).is_none());
+        assert!(blocks(Op::Channels(0), &[10, 4], &[10, 4], 1 << 20).is_none());
+        assert!(blocks(Op::Along(1), &[1, 4], &[1, 4], 1 << 20).is_none());
+    }
+
+    #[test]
+    fn a_broadcast_input_goes_whole() {
+        let b = blocks(Op::Along(1), &[6, 4, 5], &[1, 4, 1], 1 << 20).unwrap();
+        assert!(b.a.row == Some(20) && b.b.row.is_none());
+        let (r, s) = b.b.block(4, &(2..4));
+        assert_eq!((r, s), (0..4, vec![1, 4, 1]));
+        let (r, s) = b.a.block(120, &(2..4));
+        assert_eq!((r, s), (40..80, vec![2, 4, 5]));
+        // Lower rank broadcasts too.
+        let b = blocks(Op::Along(-1), &[6, 4, 5], &[5], 1 << 20).unwrap();
+        assert!(b.b.row.is_none());
+        // Nothing to cut: both broadcast along dim 0.
+        assert!(blocks(Op::Along(1), &[1, 4], &[4], 1 << 20).is_none());
+    }
+}

@@ -1,0 +1,112 @@
+//! `cosim`: cosine similarity on NumPy `.npy` files, on the GPU or the CPU.
+//!
+//! One module per subcommand (`along`, `channels`, `demo`, `info`, `bench`); the shared parts
+//! are `npy` (reading and writing files), `inputs` (two inputs and their compute type),
+//! `blocks` (whole or in blocks of rows, streamed through the GPU when too large for it),
+//! `output` (atomic result files), `options` (global flags, device choice), `dtype`,
+//! `progress` and `error` (one-line messages, exit codes).
+
+mod along;
+mod bench;
+mod blocks;
+mod channels;
+mod demo;
+mod dtype;
+mod error;
+mod info;
+mod inputs;
+mod npy;
+mod options;
+mod output;
+mod progress;
+mod suite;
+
+use clap::{Parser, Subcommand};
+use error::{CliError, Result};
+use std::io::Write;
+use std::process::ExitCode;
+
+const LONG_ABOUT: &str = "\
+Cosine similarity on NumPy .npy files: on the GPU with cosim's CUDA kernels when one is usable,
+otherwise on all CPU cores. Semantics follow torch.nn.functional.cosine_similarity (>= 2.1):
+broadcasting, negative dims, eps clamping each norm, plus fixes: a zero vector gives 0 (also in
+f16), results are clamped to [-1, 1], NaN in gives NaN out.
+
+Inputs may be float16, float32, float64 (integers and bool are converted to f32), in C or
+Fortran order; large files are memory-mapped. Results are .npy files in the compute type,
+written to a temporary file and renamed when complete; existing files are kept unless --force.
+
+Exit codes: 0 success, 2 usage or input error, 1 runtime failure (device, I/O).";
+
+const EXAMPLES: &str = "\
+Examples:
+  cosim demo                                             # the PyTorch forum thread, answered live
+  cosim along x.npy y.npy --dim 1 -o per_pixel.npy       # [N,C,H,W] x2 -> [N,H,W]
+  cosim channels x.npy y.npy --flatten-from 2 -o per_channel.npy --reweight weighted.npy
+  cosim info                                             # devices, kernels, nvcc
+  cosim --device cpu --dtype f64 along a.npy b.npy --dim -1 -o rows.npy
+
+Run `cosim <command> --help` for each command's details and examples.";
+
+/// The command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cosim",
+    version,
+    about = "Cosine similarity on .npy files, on the GPU or the CPU",
+    long_about = LONG_ABOUT,
+    after_help = EXAMPLES
+)]
+struct Cli {
+    #[command(flatten)]
+    global: options::GlobalOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands; each has its own module.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Cosine similarity along one dim (torch's cosine_similarity)
+    Along(along::AlongArgs),
+    /// Per-channel similarity of flattened maps, optionally reweighting the second input
+    Channels(channels::ChannelsArgs),
+    /// The PyTorch forum thread on feature-map similarity, answered live
+    Demo(demo::DemoArgs),
+    /// Devices, compute capability, kernels and the nvcc that built them
+    Info(info::InfoArgs),
+    /// The library's benchmark suite (build with --release)
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with code 2 (0 for --help and --version).
+    let cli = Cli::parse();
+    output::install_interrupt_cleanup();
+    let g = &cli.global;
+    let done = match &cli.command {
+        Command::Along(a) => along::run(a, g),
+        Command::Channels(a) => channels::run(a, g),
+        Command::Demo(_) => demo::run(g),
+        Command::Info(_) => info::run(g),
+        Command::Bench(a) => bench::run(a, g),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.line());
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe (`cosim demo | head`) is not an error.
+pub fn print_stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::runtime(format!("writing to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
