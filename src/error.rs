@@ -84,6 +84,9 @@ pub enum Error {
     /// Top-k needs `1 <= k <= M`.
     #[error("k = {k} is out of range: top-k needs 1 <= k <= {m}, the number of vectors in b")]
     BadK { k: usize, m: usize },
+    /// Top-k and argmax return `u32` column indices, which cannot name every vector of `b`.
+    #[error("top-k and argmax return u32 column indices, but b holds {m} vectors (at most 2^32 are supported)")]
+    IndexOverflow { m: usize },
     /// eps must be a number ≥ 0.
     #[error("eps must be >= 0 and not NaN, got {0}")]
     BadEps(f64),

@@ -456,7 +456,10 @@ mod tests {
     fn bad_shapes_are_errors() {
         let e = PairPlan::new(&[3], Layout::Rows, &[3, 3], Layout::Rows).unwrap_err();
         assert!(matches!(e, Error::PairShape { which: "a", .. }), "{e}");
-        assert!(e.to_string().ends_with("must be [N, D] or [B, N, D]"), "{e}");
+        assert!(
+            e.to_string().ends_with("must be [N, D] or [B, N, D]"),
+            "{e}"
+        );
         let e = PairPlan::new(&[3, 4], Layout::Rows, &[3, 4], Layout::Cols).unwrap_err();
         assert!(e.to_string().contains("vector lengths"), "{e}");
         let e = PairPlan::new(&[3, 4], Layout::Rows, &[4, 0], Layout::Cols).unwrap_err();
