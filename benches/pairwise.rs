@@ -10,18 +10,20 @@
 //!   (identity, O((N+M)·D)) and greedy matching, against the full matrix then its mean, or
 //!   its row and column maxima.
 //!
-//! Times are medians of wall time. Extra memory is measured: the peak resident set during the
-//! call (`VmHWM`, reset through `/proc/self/clear_refs`) minus the resident set before it, with
-//! inputs and outputs allocated beforehand where the API allows (Linux; 0 elsewhere).
+//! Times are medians of wall time. Extra memory is measured by a counting global allocator:
+//! the peak of heap bytes live during the call minus those live before it, with inputs (and
+//! outputs, where the API takes them) allocated beforehand.
 //!
 //! Flags: `--json PATH` (also writes a markdown table next to it, PATH with .md), `--label
 //! TEXT` (a line heading both files: date, machine, commit), `--cpu-only` (GPU cases, when
 //! there are some, are skipped).
 
-use cosim::pairwise::{Layout, PairPlan};
+use cosim::pairwise::{Layout as SetLayout, PairPlan};
 use cosim::{cpu, Element};
 use rayon::prelude::*;
 use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 /// One measured case and its reference.
@@ -81,26 +83,40 @@ fn time_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     )
 }
 
-/// A field of `/proc/self/status` in bytes (it is given in kB), or 0 if unavailable.
-fn status_bytes(field: &str) -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<usize>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+/// The system allocator, counting the bytes live and their peak, to measure extra memory.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is passed on unchanged.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as for alloc.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
 }
 
-/// Peak resident memory `f` adds beyond what is resident when it starts.
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Peak heap bytes `f` allocates beyond those live when it starts (results it returns
+/// included, inputs and preallocated outputs not).
 fn extra_memory(f: impl FnOnce()) -> usize {
-    let before = status_bytes("VmRSS:");
-    // "5" resets the peak (VmHWM) to the current resident set.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
     f();
-    status_bytes("VmHWM:").saturating_sub(before)
+    PEAK.load(Ordering::Relaxed).saturating_sub(before)
 }
 
 /// The rows of a set, each divided by its norm (max(‖v‖, 1e-8)): what users materialise.
@@ -145,7 +161,10 @@ fn sgemm_abt(a: &[f32], b: &[f32], c: &mut [f32], d: usize) {
 }
 
 fn print_row(r: &Row) {
-    let gf = |ms| r.gflops(ms).map_or(String::new(), |g| format!(" {g:7.1} GFLOP/s"));
+    let gf = |ms| {
+        r.gflops(ms)
+            .map_or(String::new(), |g| format!(" {g:7.1} GFLOP/s"))
+    };
     println!(
         "{} {:<52} {:>4} {:9.1} ms{} | ref {:<44} {:9.1} ms{} | ref/ours {:6.2}x | extra {:.1} MiB (ref {:.1} MiB)",
         r.backend,
@@ -167,7 +186,7 @@ fn cpu_section(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // Full matrix and top-10: N = M = 4096, D = 768.
     let (n, m, d) = (4096usize, 4096usize, 768usize);
     let (a, b) = (random::<f32>(n * d, 1), random::<f32>(m * d, 2));
-    let plan = PairPlan::new(&[n, d], Layout::Rows, &[m, d], Layout::Rows)?;
+    let plan = PairPlan::new(&[n, d], SetLayout::Rows, &[m, d], SetLayout::Rows)?;
     let flop = 2.0 * (n * m * d) as f64;
     let mut out = vec![0f32; n * m];
     let mut run = || {
@@ -241,7 +260,7 @@ fn cpu_section(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // Set similarity: two (200 · 52) × 784 token sets.
     let (n, d) = (200 * 52, 784);
     let (a, b) = (random::<f32>(n * d, 3), random::<f32>(n * d, 4));
-    let plan = PairPlan::new(&[n, d], Layout::Rows, &[n, d], Layout::Rows)?;
+    let plan = PairPlan::new(&[n, d], SetLayout::Rows, &[n, d], SetLayout::Rows)?;
     let flop = 2.0 * (n * n * d) as f64;
     // The unfused way for both: normalised copies, the full matrix, then reduce it.
     let full = || {
@@ -382,9 +401,10 @@ fn main() -> anyhow::Result<()> {
                 r.ref_ms / r.ms
             );
         }
-        md += "\nExtra memory: peak resident set during the call minus the resident set before it \
-               (outputs preallocated for the full matrix; the references' counts include their \
-               normalised copies and matrix). GFLOP/s counts 2·N·M·D per matrix.\n";
+        md += "\nExtra memory: peak heap bytes live during the call minus those live before it \
+               (counting allocator; the full matrix is written into a preallocated output by both; \
+               the references' counts include their normalised copies and matrix). GFLOP/s counts \
+               2·N·M·D per matrix.\n";
         std::fs::write(std::path::Path::new(&path).with_extension("md"), md)?;
     }
     Ok(())

@@ -10,6 +10,7 @@
 use super::norms::inv_norms;
 use super::set::Set;
 use crate::cosine::clamp_unit;
+use crate::cpu::sums::simd_dispatch;
 use crate::element::{Accum, Element};
 use crate::pairwise::{Layout, PairPlan};
 use rayon::prelude::*;
@@ -125,11 +126,7 @@ impl<'a, T: Element> Ctx<'a, T> {
             let ao = operand(&self.a, xa, row0, rows, &mut scr.a);
             let bo = operand(&self.b, xb, 0, self.m, &mut scr.b);
             dots(&ao, &bo, out, self.m);
-            for (row, &ia) in out.chunks_mut(self.m).zip(inv_a) {
-                for (x, &ib) in row.iter_mut().zip(inv_b) {
-                    *x = finish(*x, ia, ib);
-                }
-            }
+            epilogue::<T>(out, self.m, inv_a, inv_b);
             return;
         }
         let m = self.m;
@@ -172,16 +169,20 @@ impl<'a, T: Element> Ctx<'a, T> {
             sc.resize(rows * w, T::Acc::ZERO);
             let tile = &mut sc[..rows * w];
             dots(&ao, &bo, tile, w);
-            let ib = &inv_b[c0..c0 + w];
-            for (row, &ia) in tile.chunks_mut(w).zip(inv_a) {
-                for (x, &ib) in row.iter_mut().zip(ib) {
-                    *x = finish(*x, ia, ib);
-                }
-            }
+            epilogue::<T>(tile, w, inv_a, &inv_b[c0..c0 + w]);
             visit(tile, c0, w);
         }
     }
 }
+
+simd_dispatch!(epilogue<T>(tile: &mut [T::Acc], width: usize, inv_a: &[T::Acc], inv_b: &[T::Acc]) -> () {
+    // Rows of dot products → similarities, in place; branch-free so that it vectorises.
+    for (row, &ia) in tile.chunks_mut(width).zip(inv_a) {
+        for (x, &ib) in row.iter_mut().zip(inv_b) {
+            *x = finish(*x, ia, ib);
+        }
+    }
+});
 
 /// The matrix entry from its dot product and the two inverse norms: 0 when the dot is 0,
 /// else `dot · ia · ib` clamped to [−1, 1] (NaN kept).

@@ -3,6 +3,7 @@
 //! ([`Ctx::visit_rows`]) and folds them into per-row state as they come.
 
 use super::matrix::{Ctx, Scratch, TILE_BYTES};
+use crate::cpu::sums::simd_dispatch;
 use crate::element::{Accum, Element};
 use crate::pairwise::outranks;
 use rayon::prelude::*;
@@ -166,19 +167,7 @@ pub fn maxima<T: Element>(ctx: &Ctx<'_, T>) -> (Vec<T::Acc>, Vec<T::Acc>) {
                     local.clear();
                     local.resize(m, low);
                     ctx.visit_rows(scr, batch, t * r, rmax.len(), cols, |tile, c0, w| {
-                        let local = &mut local[c0..c0 + w];
-                        for (rm, row) in rmax.iter_mut().zip(tile.chunks(w)) {
-                            let mut best = *rm;
-                            for (cm, &v) in local.iter_mut().zip(row) {
-                                if beats(v, best) {
-                                    best = v;
-                                }
-                                if beats(v, *cm) {
-                                    *cm = v;
-                                }
-                            }
-                            *rm = best;
-                        }
+                        fold_maxima::<T>(tile, w, rmax, &mut local[c0..c0 + w]);
                     });
                     // A poisoned lock only means another task panicked; its partial maxima
                     // are still maxima.
@@ -197,3 +186,43 @@ pub fn maxima<T: Element>(ctx: &Ctx<'_, T>) -> (Vec<T::Acc>, Vec<T::Acc>) {
         .collect();
     (rows_max, cols_max)
 }
+
+/// Lanes of the row-maximum loop.
+const MAX_LANES: usize = 16;
+
+simd_dispatch!(fold_maxima<T>(tile: &[T::Acc], width: usize, rows_max: &mut [T::Acc], cols_max: &mut [T::Acc]) -> () {
+    // NaN is rare: one pass finds it, and only then the NaN-aware loop runs; otherwise plain
+    // comparisons, which vectorise (a NaN never passes `>`, so it cannot hide in them).
+    #[allow(clippy::eq_op)] // x != x is the generic NaN test
+    let has_nan = tile.iter().fold(false, |acc, &v| acc | (v != v));
+    for (rm, row) in rows_max.iter_mut().zip(tile.chunks(width)) {
+        if has_nan {
+            for (cm, &v) in cols_max.iter_mut().zip(row) {
+                if beats(v, *rm) {
+                    *rm = v;
+                }
+                if beats(v, *cm) {
+                    *cm = v;
+                }
+            }
+            continue;
+        }
+        for (cm, &v) in cols_max.iter_mut().zip(row) {
+            *cm = if v > *cm { v } else { *cm };
+        }
+        let mut lanes = [*rm; MAX_LANES];
+        let mut it = row.chunks_exact(MAX_LANES);
+        for xs in &mut it {
+            for (l, &v) in lanes.iter_mut().zip(xs) {
+                *l = if v > *l { v } else { *l };
+            }
+        }
+        for &v in it.remainder() {
+            lanes[0] = if v > lanes[0] { v } else { lanes[0] };
+        }
+        // A NaN already in `rm` (an earlier tile) stays: NaN > x and x > NaN are both false.
+        if *rm == *rm {
+            *rm = lanes.iter().copied().fold(*rm, |m, v| if v > m { v } else { m });
+        }
+    }
+});
