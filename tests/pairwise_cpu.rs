@@ -152,7 +152,7 @@ fn battery<T: Element>(seed: u64) -> Result<()> {
 
 fn check_case<T: Element>(case: &Case, r: &mut SmallRng, i: usize) -> Result<()> {
     let what = format!("{case:?}");
-    let eps = if i % 3 == 0 { 0.0 } else { EPS };
+    let eps = if i.is_multiple_of(3) { 0.0 } else { EPS };
     let plan = case.plan()?.eps(Some(eps))?;
     let (a, b) = case.inputs::<T>(r);
     let want = case.reference(&a, &b, eps);

@@ -14,9 +14,14 @@ use std::sync::Mutex;
 /// over a number ([`outranks`] with the index tie-break already decided).
 #[inline(always)]
 pub fn beats<A: Accum>(v: A, w: A) -> bool {
-    #[allow(clippy::eq_op)] // x != x is the generic NaN test
-    let (v_nan, w_nan) = (v != v, w != w);
-    v > w || (v_nan && !w_nan)
+    v > w || (is_nan(v) && !is_nan(w))
+}
+
+/// NaN test for any accumulator type.
+#[inline(always)]
+#[allow(clippy::eq_op)] // x != x is the generic NaN test
+fn is_nan<A: Accum>(v: A) -> bool {
+    v != v
 }
 
 /// [`outranks`] as an ordering of (value, column) pairs: the best first.
@@ -193,8 +198,7 @@ const MAX_LANES: usize = 16;
 simd_dispatch!(fold_maxima<T>(tile: &[T::Acc], width: usize, rows_max: &mut [T::Acc], cols_max: &mut [T::Acc]) -> () {
     // NaN is rare: one pass finds it, and only then the NaN-aware loop runs; otherwise plain
     // comparisons, which vectorise (a NaN never passes `>`, so it cannot hide in them).
-    #[allow(clippy::eq_op)] // x != x is the generic NaN test
-    let has_nan = tile.iter().fold(false, |acc, &v| acc | (v != v));
+    let has_nan = tile.iter().fold(false, |acc, &v| acc | is_nan(v));
     for (rm, row) in rows_max.iter_mut().zip(tile.chunks(width)) {
         if has_nan {
             for (cm, &v) in cols_max.iter_mut().zip(row) {
@@ -221,7 +225,7 @@ simd_dispatch!(fold_maxima<T>(tile: &[T::Acc], width: usize, rows_max: &mut [T::
             lanes[0] = if v > lanes[0] { v } else { lanes[0] };
         }
         // A NaN already in `rm` (an earlier tile) stays: NaN > x and x > NaN are both false.
-        if *rm == *rm {
+        if !is_nan(*rm) {
             *rm = lanes.iter().copied().fold(*rm, |m, v| if v > m { v } else { m });
         }
     }
