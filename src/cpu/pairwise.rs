@@ -409,17 +409,21 @@ fn mean_vectors<T: Element>(set: &Set<'_, T>, ctx: &Ctx<'_, T>, side: Side) -> V
 /// // of its set ([200 · 52, 784], the same row-major buffer), and one call answers it.
 /// // (Here 2 sentences, so that the example runs quickly; the call is the same.)
 /// let (sentences, tokens, dim) = (2, 52, 784);
-/// let x: Vec<f32> = (0..sentences * tokens * dim).map(|i| (i % 7) as f32 - 3.0).collect();
-/// let y: Vec<f32> = (0..sentences * tokens * dim).map(|i| (i % 5) as f32 - 2.0).collect();
+/// let len = sentences * tokens * dim;
+/// let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+/// let y: Vec<f32> = (0..len).map(|i| ((i * 104729) % 997) as f32 / 498.5 - 1.0).collect();
 /// let set = [sentences * tokens, dim];
 /// let plan = PairPlan::new(&set, Layout::Rows, &set, Layout::Rows)?;
 /// let s = cpu::set_similarity(&plan, &x, &y, None, None)?;
-/// assert_eq!(s.shape, Vec::<usize>::new()); // one number each
-/// let (p, r, f) = (s.precision[0], s.recall[0], s.f1[0]);
-/// assert!(p <= 1.0 && r <= 1.0 && f >= p.min(r) && f <= p.max(r));
-/// // Identical sets match perfectly.
+/// assert_eq!(s.shape, Vec::<usize>::new()); // one number each: precision, recall, f1
+/// let f1 = s.f1[0];
+/// assert!(-1.0 <= f1 && f1 <= 1.0);
+/// // Identical sets match perfectly: every token finds itself.
 /// let same = cpu::set_similarity(&plan, &x, &x, None, None)?;
 /// assert!((same.f1[0] - 1.0).abs() < 1e-6);
+/// // The other one-number answer, the mean similarity of all pairs, in O((N+M)·D):
+/// let mean = cpu::pairwise_mean(&plan, &x, &y)?.values[0];
+/// assert!(mean <= f1);
 /// // Per sentence pair instead ([200] scores): give both sets their batch dim,
 /// // PairPlan::new(&[sentences, tokens, dim], Layout::Rows, &[sentences, tokens, dim], Layout::Rows).
 /// # Ok::<(), cosim::Error>(())
