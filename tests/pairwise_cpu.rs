@@ -768,3 +768,28 @@ fn shared_set_equals_repeated() -> Result<()> {
     ensure!(x == y);
     Ok(())
 }
+
+/// Zero-length vectors allow sets of any size in empty buffers: results too large to index
+/// or to allocate are errors, not panics or aborts.
+#[test]
+fn huge_empty_sets_are_errors() -> Result<()> {
+    let (a, b): (Vec<f32>, Vec<f32>) = (vec![], vec![]);
+    let m = (1usize << 32) + 1;
+    let plan = PairPlan::new(&[1, 0], Layout::Rows, &[m, 0], Layout::Rows)?;
+    let e = cpu::pairwise_top_k(&plan, &a, &b, 1).unwrap_err();
+    ensure!(matches!(e, Error::IndexOverflow { .. }), "{e}");
+    let e = cpu::pairwise_argmax(&plan, &a, &b).unwrap_err();
+    ensure!(matches!(e, Error::IndexOverflow { .. }), "{e}");
+    let big = 1usize << 33;
+    let plan = PairPlan::new(&[big, 0], Layout::Rows, &[0, big], Layout::Cols)?;
+    let e = cpu::pairwise_similarity(&plan, &a, &b).unwrap_err();
+    ensure!(matches!(e, Error::SizeOverflow { .. }), "{e}");
+    let plan = PairPlan::new(&[1 << 62, 0], Layout::Rows, &[4, 0], Layout::Rows)?;
+    let e = cpu::pairwise_top_k(&plan, &a, &b, 4).unwrap_err();
+    ensure!(matches!(e, Error::SizeOverflow { .. }), "{e}");
+    let e = cpu::pairwise_row_mean(&plan, &a, &b).unwrap_err();
+    ensure!(matches!(e, Error::SizeOverflow { .. }), "{e}");
+    let e = cpu::pairwise_mean(&plan, &a, &b).unwrap_err();
+    ensure!(matches!(e, Error::SizeOverflow { .. }), "{e}");
+    Ok(())
+}

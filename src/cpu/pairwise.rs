@@ -40,6 +40,9 @@ use set::{Set, Side};
 fn prepare<'a, T: Element>(plan: &PairPlan, a: &'a [T], b: &'a [T]) -> Result<Checked<'a, T>> {
     plan.check_inputs(a.len(), b.len())?;
     check_eps(Some(plan.eps))?;
+    // Every function holds the inverse norms of both sets.
+    out_len::<T::Acc>(&[plan.a_vectors()])?;
+    out_len::<T::Acc>(&[plan.b_vectors()])?;
     Ok(Checked {
         a: Set::new(plan, Side::A, a)?,
         b: Set::new(plan, Side::B, b)?,
@@ -439,6 +442,9 @@ pub fn set_similarity<T: Element>(
     plan.check_weights(a_weights.map(<[T]>::len), b_weights.map(<[T]>::len))?;
     let shape = plan.batch_shape();
     out_len::<T>(&shape)?;
+    // The row and column maxima of every matrix are held: [B, N] and [B, M].
+    out_len::<T::Acc>(&[plan.batch, plan.n])?;
+    out_len::<T::Acc>(&[plan.batch, plan.m])?;
     let ctx = Ctx::new(plan, sets.a, sets.b);
     let (rows_max, cols_max) = select::maxima(&ctx);
     let (n, m) = (ctx.n, ctx.m);

@@ -45,6 +45,8 @@ impl<'a, T: Element> Set<'a, T> {
             shape.insert(0, own_batches);
         }
         let expected = crate::plan::numel(&shape)?;
+        // With d = 0 the element count can be small while vectors × batches overflow.
+        crate::plan::numel(&[own_batches, count])?;
         if data.len() != expected || count == 0 || own_batches == 0 {
             return Err(Error::LenMismatch {
                 what,
