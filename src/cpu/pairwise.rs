@@ -11,9 +11,12 @@
 //!   and clamps. f32/f64 outputs are written by GEMM directly. f16/bf16 inputs are converted
 //!   to f32 per task: its rows of `a` (`rows × D` values) and `b` in chunks of at most 4 MiB;
 //!   f16/bf16 results pass through an f32 tile of at most 8 MiB. Scratch per thread is thus
-//!   bounded (at most about 13 MiB, plus `256 × D` f32 for half inputs), whatever N and M are.
-//! - top-k, argmax and set scores consume those tiles as they are computed (per-row bounded
-//!   selection; per-task column maxima merged at the end): no `N × M` buffer;
+//!   bounded (at most about 13 MiB, plus `256 × D` f32 for half inputs), whatever N and M are;
+//!   besides it, the inverse norms (N + M values in `T::Acc`) and GEMM's packing buffers
+//!   (about 1 MiB per thread).
+//! - top-k, argmax and set scores consume those tiles (at most 8 MiB per thread) as they are
+//!   computed: per-row bounded selection (per-row candidates of at most 8 MiB per task),
+//!   per-task column maxima (M values) merged at the end; never an `N × M` buffer;
 //! - the means use the identity `mean_ij ⟨â_i, b̂_j⟩ = ⟨mean_i â_i, mean_j b̂_j⟩`: O((N+M)·D).
 //!
 //! [`PairPlan::precision`] is ignored: the CPU always computes exactly ([`Precision::Fast`]
@@ -81,8 +84,9 @@ fn check_indices(plan: &PairPlan) -> Result<()> {
 /// Each value is `clamp(dot(a_i, b_j) · inv_a[i] · inv_b[j])` to [−1, 1] (NaN kept), 0 when
 /// the dot product is 0, with `inv = `[`inv_norm`]`(‖v‖², eps)` — so a zero vector gives 0
 /// even with eps = 0. Sums accumulate in f32 (f64 for f64 inputs); the result is in `T`.
-/// The only memory besides the result is scratch per thread, at most about 13 MiB (plus
-/// `256 · D` f32 for f16/bf16 inputs), whatever N and M are.
+/// The only memory besides the result is the inverse norms (N + M values) and scratch per
+/// thread, at most about 13 MiB (plus `256 · D` f32 for f16/bf16 inputs), whatever N and M
+/// are.
 ///
 /// # Errors
 /// [`Error::LenMismatch`] if `a` or `b` does not hold what the plan's shapes promise,
@@ -151,9 +155,11 @@ fn matrix<T: Element>(plan: &PairPlan, sets: Checked<'_, T>, out: &mut [T]) {
 
 /// The matrix of [`pairwise_similarity`] in blocks of whole rows, for matrices too large to
 /// hold: each block holds at most `budget_bytes` of values (at least one row), and is handed
-/// to `f` as soon as it is computed, in order (batch by batch, rows ascending). Only one
-/// block is allocated, reused for every block; `f` may write it to disk, reduce it, or copy
-/// what it needs. An error returned by `f` stops the computation and is returned.
+/// to `f` as soon as it is computed, in order (batch by batch, rows ascending). One block is
+/// allocated, reused for every block; besides it only the inverse norms (N + M values) and
+/// the bounded per-thread scratch of [`pairwise_similarity`]. `f` may write the block to
+/// disk, reduce it, or copy what it needs. An error returned by `f` stops the computation and
+/// is returned.
 ///
 /// # Errors
 /// As [`pairwise_similarity`] (converted with `E::from`, before `f` is first called), or the
