@@ -7,9 +7,10 @@
 //! `matrixmultiply`'s GEMM in parallel tasks of up to 256 rows, both layouts read in place
 //! through strides; an epilogue that scales and clamps; top-k, argmax and set scores consumed
 //! tile by tile, so that the `N × M` matrix is never held unless it is the result; means by
-//! the O((N+M)·D) identity. Scratch is bounded per thread (about 13 MiB for the matrix, 20 MiB for top-k). f16/bf16 inputs are
-//! converted to f32 tile by tile. [`Precision`](crate::pairwise::Precision) is ignored: the
-//! CPU always computes exactly.
+//! the O((N+M)·D) identity. Scratch is bounded per thread (a few MiB: 1 MiB tiles, at most
+//! 4 MiB of converted f16/bf16 input, GEMM's packing buffers). f16/bf16 inputs are converted
+//! to f32 tile by tile. [`Precision`](crate::pairwise::Precision) is ignored: the CPU always
+//! computes exactly. (The CUDA twins of the pairwise functions are still to come.)
 
 mod exec;
 mod pairwise;

@@ -10,12 +10,13 @@
 //!   (no transposed or normalised copies), then an epilogue that scales by the inverse norms
 //!   and clamps. f32/f64 outputs are written by GEMM directly. f16/bf16 inputs are converted
 //!   to f32 per task: its rows of `a` (`rows × D` values) and `b` in chunks of at most 4 MiB;
-//!   f16/bf16 results pass through an f32 tile of at most 8 MiB. Scratch per thread is thus
-//!   bounded (at most about 13 MiB, plus `256 × D` f32 for half inputs), whatever N and M are;
+//!   f16/bf16 results pass through an f32 tile of at most 1 MiB. Scratch per thread is thus
+//!   bounded (at most about 5 MiB, plus `256 × D` f32 for half inputs), whatever N and M are;
 //!   besides it, the inverse norms (N + M values in `T::Acc`) and GEMM's packing buffers
 //!   (about 1 MiB per thread).
-//! - top-k, argmax and set scores consume those tiles (at most 8 MiB per thread) as they are
-//!   computed: per-row bounded selection (per-row candidates of at most 8 MiB per task),
+//! - top-k, argmax and set scores consume those tiles (at most 1 MiB per thread, so that
+//!   they stay in L2) as they are computed: per-row bounded selection (candidates of at most
+//!   1 MiB per task),
 //!   per-task column maxima (M values) merged at the end; never an `N × M` buffer;
 //! - the means use the identity `mean_ij ⟨â_i, b̂_j⟩ = ⟨mean_i â_i, mean_j b̂_j⟩`: O((N+M)·D).
 //!
@@ -85,7 +86,7 @@ fn check_indices(plan: &PairPlan) -> Result<()> {
 /// the dot product is 0, with `inv = `[`inv_norm`]`(‖v‖², eps)` — so a zero vector gives 0
 /// even with eps = 0. Sums accumulate in f32 (f64 for f64 inputs); the result is in `T`.
 /// The only memory besides the result is the inverse norms (N + M values) and scratch per
-/// thread, at most about 13 MiB (plus `256 · D` f32 for f16/bf16 inputs), whatever N and M
+/// thread, at most about 5 MiB (plus `256 · D` f32 for f16/bf16 inputs), whatever N and M
 /// are.
 ///
 /// # Errors
