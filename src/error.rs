@@ -87,6 +87,9 @@ pub enum Error {
     /// A pairwise problem exceeds what the kernels index.
     #[error("too many {what}: {count}")]
     PairTooLarge { what: &'static str, count: usize },
+    /// Top-k and argmax return `u32` column indices, which cannot name every vector of `b`.
+    #[error("top-k and argmax return u32 column indices, but b holds {m} vectors (at most 2^32 are supported)")]
+    IndexOverflow { m: usize },
     /// eps must be a number ≥ 0.
     #[error("eps must be >= 0 and not NaN, got {0}")]
     BadEps(f64),

@@ -1,9 +1,26 @@
 //! The CPU backend: multithreaded (rayon, all cores) and vectorised. It is the fallback on
 //! machines without a GPU and the baseline the CUDA kernels are measured against. Each
 //! function has a twin of the same name on [`crate::cuda::Cuda`].
+//!
+//! Pairwise similarity ([`pairwise_similarity`] and its reductions) executes a
+//! [`PairPlan`](crate::pairwise::PairPlan): inverse norms in one pass per set; dot products by
+//! `matrixmultiply`'s GEMM in parallel tasks of up to 256 rows, both layouts read in place
+//! through strides; an epilogue that scales and clamps; top-k, argmax and set scores consumed
+//! tile by tile, so that the `N × M` matrix is never held unless it is the result; means by
+//! the O((N+M)·D) identity. Scratch is bounded per thread (a few MiB: 1 MiB tiles, at most
+//! 4 MiB of converted f16/bf16 input, GEMM's packing buffers). f16/bf16 inputs are converted
+//! to f32 tile by tile. [`Precision`](crate::pairwise::Precision) is ignored: the CPU always
+//! computes exactly. (The CUDA twins of the pairwise functions are still to come.)
 
 mod exec;
+mod pairwise;
 mod sums;
+
+pub use pairwise::{
+    pairwise_argmax, pairwise_mean, pairwise_row_mean, pairwise_similarity,
+    pairwise_similarity_blocks, pairwise_similarity_into, pairwise_top_k, pairwise_top_k_into,
+    set_similarity,
+};
 
 use crate::element::Element;
 use crate::plan::{check_out_len, Plan};

@@ -78,6 +78,8 @@ macro_rules! simd_dispatch {
     };
 }
 
+pub(crate) use simd_dispatch;
+
 /// `f(acc_view)`: the slice in the accumulator type, converted through `buf` if needed.
 #[inline(always)]
 pub fn as_acc<'a, T: Element>(src: &'a [T], buf: &'a mut [T::Acc; CHUNK]) -> &'a [T::Acc] {

@@ -222,10 +222,7 @@ impl Cuda {
     ) -> Result<()> {
         plan.check_inputs(a.len(), b.len())?;
         if plan.m > u32::MAX as usize {
-            return Err(Error::PairTooLarge {
-                what: "vectors in b (column indices are 32-bit)",
-                count: plan.m,
-            });
+            return Err(Error::IndexOverflow { m: plan.m });
         }
         if plan.d > i32::MAX as usize {
             return Err(Error::PairTooLarge {

@@ -6,6 +6,8 @@
 //! axis merging, dim wrapping) cannot hide by being shared with the code under test.
 #![allow(dead_code)]
 
+pub mod pairwise;
+
 use cosim::Element;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
