@@ -15,8 +15,7 @@
 //! outputs, where the API takes them) allocated beforehand.
 //!
 //! Flags: `--json PATH` (also writes a markdown table next to it, PATH with .md), `--label
-//! TEXT` (a line heading both files: date, machine, commit), `--cpu-only` (GPU cases, when
-//! there are some, are skipped).
+//! TEXT` (a line heading both files: date, machine, commit), `--cpu-only`, `--gpu-only`.
 
 use cosim::pairwise::{Layout as SetLayout, PairPlan};
 use cosim::{cpu, Element};
@@ -340,11 +339,28 @@ fn cpu_section(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GPU cases go here (CUDA backend vs cuBLAS through cudarc, device memory), pushing rows
-/// of the same form; none yet.
 #[cfg(feature = "cuda")]
-fn gpu_section(_rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    println!("GPU: no pairwise cases in this bench yet");
+#[path = "support/pairwise_gpu.rs"]
+mod gpu;
+
+/// The CUDA backend's cases (benches/support/pairwise_gpu.rs): ours next to cuBLAS measured
+/// in the same run, or PyTorch's time on the same GPU model where no library call does the
+/// same job. Extra memory is what our ops allocate on the device besides inputs and outputs.
+#[cfg(feature = "cuda")]
+fn gpu_section(rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    for g in gpu::section()? {
+        rows.push(Row {
+            backend: "cuda",
+            case: g.case,
+            dtype: g.dtype,
+            ms: g.ms,
+            flop: Some(g.flop),
+            extra_bytes: g.extra_bytes,
+            reference: g.reference,
+            ref_ms: g.ref_ms,
+            ref_extra_bytes: 0,
+        });
+    }
     Ok(())
 }
 
@@ -359,7 +375,9 @@ fn main() -> anyhow::Result<()> {
     let json_path = value("--json");
     let label = value("--label").unwrap_or_default();
     let mut rows = Vec::new();
-    cpu_section(&mut rows)?;
+    if !flag("--gpu-only") {
+        cpu_section(&mut rows)?;
+    }
     #[cfg(feature = "cuda")]
     if !flag("--cpu-only") {
         gpu_section(&mut rows)?;

@@ -53,5 +53,8 @@ if [ "$phase" = all ] || [ "$phase" = bench ]; then
   label="# cosim GPU benchmarks: $(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), commit $(head -1 $B/COMMIT)"
   timeout 150 $B/bench-cosim_bench --gpu-only --json "$OUT/bench.json" --label "$label" \
     | tee "$OUT/bench.log" || status=1
+  echo "== pairwise benchmarks"
+  timeout 200 $B/bench-pairwise --gpu-only --json "$OUT/bench-pairwise.json" \
+    --label "${label/benchmarks/pairwise benchmarks}" | tee "$OUT/bench-pairwise.log" || status=1
 fi
 exit $status

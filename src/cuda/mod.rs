@@ -147,8 +147,9 @@ impl Cuda {
         ))
     }
 
-    /// Copies a host slice to a new device buffer on this handle's stream.
-    pub fn upload<T: CudaElement>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+    /// Copies a host slice (any device-representable type: elements, u32 indices) to a new
+    /// device buffer on this handle's stream.
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         if host.is_empty() {
             return self.empty();
         }
@@ -167,7 +168,7 @@ impl Cuda {
     }
 
     /// Copies a device buffer back to the host (waits for the stream).
-    pub fn download<T: CudaElement>(&self, dev: &impl DevicePtr<T>) -> Result<Vec<T>> {
+    pub fn download<T: DeviceRepr>(&self, dev: &impl DevicePtr<T>) -> Result<Vec<T>> {
         if dev.len() == 0 {
             return Ok(Vec::new());
         }

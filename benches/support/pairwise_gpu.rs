@@ -1,0 +1,348 @@
+//! GPU cases of the pairwise benchmark: our kernels next to cuBLAS GEMMs on the same shapes,
+//! measured in the same run with CUDA events (warm-up, median), with the device memory each
+//! op allocates besides its inputs and outputs. Included by benches/pairwise.rs.
+
+use cosim::cuda::{Cuda, PairElement};
+use cosim::cudarc::cublas::{sys as blas_sys, CudaBlas, Gemm, GemmConfig};
+use cosim::cudarc::driver::sys::CUevent_flags;
+use cosim::cudarc::driver::CudaSlice;
+use cosim::pairwise::{Layout, PairPlan, Precision};
+use cosim::{bf16, Element};
+
+/// PyTorch on the same GPU (SPEC §5), for the table.
+const TORCH_MATRIX_MS: f64 = 128.0;
+const TORCH_TOP10_MS: [f64; 3] = [181.0, 71.0, 44.6];
+const TORCH_BMM_MS: f64 = 4.34;
+const TORCH_SET_MS: [f64; 2] = [3.63, 3.78];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Median milliseconds of `f` on the handle's stream: 2 warm-ups, then `reps` timed runs.
+fn time(
+    cuda: &Cuda,
+    reps: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    let s = cuda.stream();
+    let ctx = s.context();
+    for _ in 0..2 {
+        f()?;
+    }
+    let mut ms = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let a = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        let b = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        a.record(s)?;
+        f()?;
+        b.record(s)?;
+        b.synchronize()?;
+        ms.push(a.elapsed_ms(&b)? as f64);
+    }
+    Ok(median(ms))
+}
+
+/// Pseudo-random values in [-1, 1) (xorshift), uploaded.
+fn random<T: PairElement>(cuda: &Cuda, n: usize, seed: u64) -> anyhow::Result<CudaSlice<T>> {
+    let mut s = seed | 1;
+    let host: Vec<T> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            T::from_f64((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
+        })
+        .collect();
+    Ok(cuda.upload(&host)?)
+}
+
+/// One GPU case: ours next to its reference (cuBLAS measured in this run, or PyTorch on the
+/// same GPU from SPEC §5 where no library call does the same job).
+pub struct GpuRow {
+    pub case: String,
+    pub dtype: &'static str,
+    pub ms: f64,
+    pub flop: f64,
+    pub extra_bytes: usize,
+    pub reference: String,
+    pub ref_ms: f64,
+}
+
+struct Report {
+    rows: Vec<GpuRow>,
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        case: &str,
+        dtype: &'static str,
+        ms: f64,
+        flop: f64,
+        extra_bytes: usize,
+        reference: &str,
+        ref_ms: f64,
+    ) {
+        println!(
+            "cuda {case:<40} {dtype:>5} {ms:9.3} ms {:8.1} TFLOP/s | {reference} {ref_ms:.3} ms ({:.2}× ours) | extra {extra_bytes} B",
+            flop / (ms * 1e-3) / 1e12,
+            ref_ms / ms
+        );
+        self.rows.push(GpuRow {
+            case: case.into(),
+            dtype,
+            ms,
+            flop,
+            extra_bytes,
+            reference: reference.into(),
+            ref_ms,
+        });
+    }
+}
+
+/// Device bytes our pairwise ops allocate besides inputs and outputs.
+fn extra(plan: &PairPlan, op: &str, k: usize) -> usize {
+    let norms = 4 * (plan.a_vectors() + plan.b_vectors());
+    norms
+        + match op {
+            "topk" => (8 * k * plan.batch * plan.n).min(cosim::cuda::TOPK_SCRATCH_BYTES),
+            "argmax" => 8 * plan.batch * plan.n,
+            "greedy" => 4 * plan.batch * (plan.n + plan.m),
+            "mean" => 4 * plan.d * 2 * plan.batch,
+            _ => 0,
+        }
+}
+
+/// cuBLAS `C[N][M] = A[N][D] · B[M][D]ᵀ` (row-major), the GEMM our matrix kernel replaces.
+fn cublas_nt<T>(
+    blas: &CudaBlas,
+    n: usize,
+    m: usize,
+    d: usize,
+    a: &CudaSlice<T>,
+    b: &CudaSlice<T>,
+    c: &mut CudaSlice<T>,
+) -> anyhow::Result<()>
+where
+    CudaBlas: Gemm<T>,
+    T: Element,
+{
+    let cfg = GemmConfig {
+        transa: blas_sys::cublasOperation_t::CUBLAS_OP_T,
+        transb: blas_sys::cublasOperation_t::CUBLAS_OP_N,
+        m: m as i32,
+        n: n as i32,
+        k: d as i32,
+        alpha: T::from_f64(1.0),
+        lda: d as i32,
+        ldb: d as i32,
+        beta: T::from_f64(0.0),
+        ldc: m as i32,
+    };
+    // SAFETY: column-major view of the row-major buffers: b is D×M (ld D), a is D×N (ld D), c
+    // is M×N (ld M); the three buffers hold exactly those sizes.
+    unsafe { blas.gemm(cfg, b, a, c) }?;
+    Ok(())
+}
+
+fn set_math(blas: &CudaBlas, tf32: bool) -> anyhow::Result<()> {
+    let mode = if tf32 {
+        blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
+    } else {
+        blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH
+    };
+    // SAFETY: the handle is alive (owned by `blas`); this only sets its math mode.
+    let status = unsafe { blas_sys::cublasSetMathMode(*blas.handle(), mode) };
+    anyhow::ensure!(
+        status == blas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS,
+        "cublasSetMathMode: {status:?}"
+    );
+    Ok(())
+}
+
+/// The GPU targets, in one run (empty without a usable GPU).
+pub fn section() -> anyhow::Result<Vec<GpuRow>> {
+    let cuda = match Cuda::new(0) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("GPU section skipped: {e}");
+            return Ok(Vec::new());
+        }
+    };
+    println!("GPU: {}", cuda.describe()?);
+    let mut r = Report { rows: Vec::new() };
+    let blas = CudaBlas::new(cuda.stream().clone())?;
+    let torch = "PyTorch (SPEC §5, same GPU model)";
+
+    // Full matrix and fused top-10, 65536 × 65536 × 768.
+    let (n, d) = (65536usize, 768usize);
+    let flops = 2.0 * (n * n * d) as f64;
+    let plan = PairPlan::new(&[n, d], Layout::Rows, &[n, d], Layout::Rows)?;
+    let fast = plan.clone().precision(Precision::Fast);
+    {
+        let a = random::<f32>(&cuda, n * d, 1)?;
+        let b = random::<f32>(&cuda, n * d, 2)?;
+        let mut c = cuda.stream().alloc_zeros::<f32>(n * n)?;
+        let case = "matrix 65536×65536×768";
+        set_math(&blas, false)?;
+        let sgemm = time(&cuda, 5, || cublas_nt(&blas, n, n, d, &a, &b, &mut c))?;
+        let ours = time(&cuda, 5, || {
+            Ok(cuda
+                .pairwise_similarity_into(&plan, &mut c, &a, &b)
+                .map(drop)?)
+        })?;
+        r.add(
+            case,
+            "f32",
+            ours,
+            flops,
+            extra(&plan, "matrix", 0),
+            "cuBLAS SGEMM",
+            sgemm,
+        );
+        r.add(
+            case,
+            "f32",
+            ours,
+            flops,
+            extra(&plan, "matrix", 0),
+            torch,
+            TORCH_MATRIX_MS,
+        );
+        set_math(&blas, true)?;
+        let tf32 = time(&cuda, 5, || cublas_nt(&blas, n, n, d, &a, &b, &mut c))?;
+        set_math(&blas, false)?;
+        let ours = time(&cuda, 5, || {
+            Ok(cuda
+                .pairwise_similarity_into(&fast, &mut c, &a, &b)
+                .map(drop)?)
+        })?;
+        r.add(
+            &format!("{case} fast"),
+            "f32",
+            ours,
+            flops,
+            extra(&fast, "matrix", 0),
+            "cuBLAS TF32 GEMM",
+            tf32,
+        );
+        drop(c);
+        let case = "top-10 65536×65536×768";
+        for (p, name, anchor) in [
+            (&plan, case.to_string(), TORCH_TOP10_MS[0]),
+            (&fast, format!("{case} fast"), TORCH_TOP10_MS[1]),
+        ] {
+            let ms = time(&cuda, 5, || {
+                Ok(cuda.pairwise_top_k(p, &a, &b, 10).map(drop)?)
+            })?;
+            r.add(&name, "f32", ms, flops, extra(p, "topk", 10), torch, anchor);
+        }
+    }
+    {
+        let a = random::<bf16>(&cuda, n * d, 3)?;
+        let b = random::<bf16>(&cuda, n * d, 4)?;
+        let mut c = cuda.stream().alloc_zeros::<bf16>(n * n)?;
+        let gemm = time(&cuda, 5, || cublas_nt(&blas, n, n, d, &a, &b, &mut c))?;
+        let ours = time(&cuda, 5, || {
+            Ok(cuda
+                .pairwise_similarity_into(&fast, &mut c, &a, &b)
+                .map(drop)?)
+        })?;
+        r.add(
+            "matrix 65536×65536×768 fast",
+            "bf16",
+            ours,
+            flops,
+            extra(&fast, "matrix", 0),
+            "cuBLAS bf16 GEMM",
+            gemm,
+        );
+        drop(c);
+        let ms = time(&cuda, 5, || {
+            Ok(cuda.pairwise_top_k(&fast, &a, &b, 10).map(drop)?)
+        })?;
+        r.add(
+            "top-10 65536×65536×768 fast",
+            "bf16",
+            ms,
+            flops,
+            extra(&fast, "topk", 10),
+            torch,
+            TORCH_TOP10_MS[2],
+        );
+    }
+
+    // The seed's bmm: [8, 768, 4096] maps in column layout → [8, 4096, 4096].
+    {
+        let (bsz, d, n) = (8usize, 768usize, 4096usize);
+        let plan = PairPlan::new(&[bsz, d, n], Layout::Cols, &[bsz, d, n], Layout::Cols)?;
+        let a = random::<f32>(&cuda, bsz * d * n, 5)?;
+        let b = random::<f32>(&cuda, bsz * d * n, 6)?;
+        let mut c = cuda.stream().alloc_zeros::<f32>(bsz * n * n)?;
+        let ms = time(&cuda, 20, || {
+            Ok(cuda
+                .pairwise_similarity_into(&plan, &mut c, &a, &b)
+                .map(drop)?)
+        })?;
+        let flops = 2.0 * (bsz * n * n * d) as f64;
+        r.add(
+            "seed bmm [8,768,4096] pair (cols)",
+            "f32",
+            ms,
+            flops,
+            extra(&plan, "matrix", 0),
+            torch,
+            TORCH_BMM_MS,
+        );
+    }
+
+    // Set similarity of two (200·52) × 784 token sets.
+    {
+        let (n, d) = (200 * 52usize, 784usize);
+        let plan = PairPlan::new(&[n, d], Layout::Rows, &[n, d], Layout::Rows)?;
+        let a = random::<f32>(&cuda, n * d, 7)?;
+        let b = random::<f32>(&cuda, n * d, 8)?;
+        let flops = 2.0 * (n * n * d) as f64;
+        let ms = time(&cuda, 20, || {
+            Ok(cuda.pairwise_mean(&plan, &a, &b).map(drop)?)
+        })?;
+        r.add(
+            "set mean (200·52)×784 (identity)",
+            "f32",
+            ms,
+            4.0 * (n * d) as f64,
+            extra(&plan, "mean", 0),
+            torch,
+            TORCH_SET_MS[0],
+        );
+        let ms = time(&cuda, 20, || {
+            Ok(cuda.set_similarity(&plan, &a, &b, None, None).map(drop)?)
+        })?;
+        r.add(
+            "set greedy (200·52)×784",
+            "f32",
+            ms,
+            flops,
+            extra(&plan, "greedy", 0),
+            torch,
+            TORCH_SET_MS[1],
+        );
+        let fast = plan.clone().precision(Precision::Fast);
+        let ms = time(&cuda, 20, || {
+            Ok(cuda.set_similarity(&fast, &a, &b, None, None).map(drop)?)
+        })?;
+        r.add(
+            "set greedy (200·52)×784 fast",
+            "f32",
+            ms,
+            flops,
+            extra(&fast, "greedy", 0),
+            torch,
+            TORCH_SET_MS[1],
+        );
+    }
+    Ok(r.rows)
+}
