@@ -10,7 +10,7 @@
 //! the O((N+M)·D) identity. Scratch is bounded per thread (a few MiB: 1 MiB tiles, at most
 //! 4 MiB of converted f16/bf16 input, GEMM's packing buffers). f16/bf16 inputs are converted
 //! to f32 tile by tile. [`Precision`](crate::pairwise::Precision) is ignored: the CPU always
-//! computes exactly. (The CUDA twins of the pairwise functions are still to come.)
+//! computes exactly. The CUDA twins (f32, f16, bf16) are on [`crate::cuda::Cuda`].
 
 mod exec;
 mod pairwise;
