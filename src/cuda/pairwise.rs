@@ -213,7 +213,25 @@ impl Cuda {
         Ok((inv_a, inv_b))
     }
 
-    /// Checks the inputs against the plan and the device, and returns their pointers.
+    /// Both sets' inverse norms, and the pointers a launch takes. The norms live on this
+    /// stream only, so their buffers (returned, to be kept alive) need no stream guards.
+    fn with_norms<T: PairElement>(
+        &self,
+        plan: &PairPlan,
+        pa: u64,
+        pb: u64,
+    ) -> Result<(Inputs, [CudaSlice<f32>; 2])> {
+        let (inv_a, inv_b) = self.inverse_norms::<T>(plan, pa, pb)?;
+        let ptr = Inputs {
+            a: pa,
+            b: pb,
+            inv_a: inv_a.device_ptr(&self.stream).0,
+            inv_b: inv_b.device_ptr(&self.stream).0,
+        };
+        Ok((ptr, [inv_a, inv_b]))
+    }
+
+    /// Checks the inputs against the plan and the device.
     fn pair_inputs<T: PairElement>(
         &self,
         plan: &PairPlan,
@@ -271,15 +289,7 @@ impl Cuda {
         let (pa, _ga) = a.device_ptr(s);
         let (pb, _gb) = b.device_ptr(s);
         let (po, _go) = out.device_ptr_mut(s);
-        let (inv_a, inv_b) = self.inverse_norms::<T>(plan, pa, pb)?;
-        let (pia, _gia) = inv_a.device_ptr(s);
-        let (pib, _gib) = inv_b.device_ptr(s);
-        let ptr = Inputs {
-            a: pa,
-            b: pb,
-            inv_a: pia,
-            inv_b: pib,
-        };
+        let (ptr, _norms) = self.with_norms::<T>(plan, pa, pb)?;
         let row_bytes = (plan.m * std::mem::size_of::<T>()) as u64;
         if plan.batch <= GRID_YZ && tiles(plan.n) <= GRID_YZ {
             self.matrix_launch::<T>(plan, ptr, plan.batch, 0, plan.n, po)?;
@@ -352,15 +362,7 @@ impl Cuda {
         let s = &self.stream;
         let (pa, _ga) = a.device_ptr(s);
         let (pb, _gb) = b.device_ptr(s);
-        let (inv_a, inv_b) = self.inverse_norms::<T>(plan, pa, pb)?;
-        let (pia, _gia) = inv_a.device_ptr(s);
-        let (pib, _gib) = inv_b.device_ptr(s);
-        let ptr = Inputs {
-            a: pa,
-            b: pb,
-            inv_a: pia,
-            inv_b: pib,
-        };
+        let (ptr, _norms) = self.with_norms::<T>(plan, pa, pb)?;
         let mut block = self.alloc::<T>(per_block * plan.m, "a block of the matrix")?;
         for bb in 0..plan.batch {
             let p = ptr.at_batch::<T>(plan, bb);
@@ -435,15 +437,7 @@ impl Cuda {
         let (pb, _gb) = b.device_ptr(s);
         let (pv, _gv) = values.device_ptr_mut(s);
         let (px, _gx) = indices.device_ptr_mut(s);
-        let (inv_a, inv_b) = self.inverse_norms::<T>(plan, pa, pb)?;
-        let (pia, _gia) = inv_a.device_ptr(s);
-        let (pib, _gib) = inv_b.device_ptr(s);
-        let ptr = Inputs {
-            a: pa,
-            b: pb,
-            inv_a: pia,
-            inv_b: pib,
-        };
+        let (ptr, _norms) = self.with_norms::<T>(plan, pa, pb)?;
         let row_bytes = 8 * k;
         let all = plan.batch * plan.n * row_bytes;
         let e = std::mem::size_of::<T>() as u64;
@@ -542,18 +536,10 @@ impl Cuda {
         let s = &self.stream;
         let (pa, _ga) = a.device_ptr(s);
         let (pb, _gb) = b.device_ptr(s);
-        let (inv_a, inv_b) = self.inverse_norms::<T>(plan, pa, pb)?;
+        let (ptr, _norms) = self.with_norms::<T>(plan, pa, pb)?;
         let best = self.zeroed::<u64>(count, "argmax keys")?;
         {
-            let (pia, _gia) = inv_a.device_ptr(s);
-            let (pib, _gib) = inv_b.device_ptr(s);
             let (pk, _gk) = best.device_ptr(s);
-            let ptr = Inputs {
-                a: pa,
-                b: pb,
-                inv_a: pia,
-                inv_b: pib,
-            };
             self.tiles_launch::<T>("argmax", plan, ptr, &[pk])?;
             let (pv, _gv) = values.device_ptr(s);
             let (px, _gx) = indices.device_ptr(s);
@@ -652,20 +638,12 @@ impl Cuda {
         let s = &self.stream;
         let (pa, _ga) = a.device_ptr(s);
         let (pb, _gb) = b.device_ptr(s);
-        let (inv_a, inv_b) = self.inverse_norms::<T>(plan, pa, pb)?;
+        let (ptr, _norms) = self.with_norms::<T>(plan, pa, pb)?;
         let rowmax = self.zeroed::<u32>(plan.batch * plan.n, "row maxima")?;
         let colmax = self.zeroed::<u32>(plan.batch * plan.m, "column maxima")?;
         {
-            let (pia, _gia) = inv_a.device_ptr(s);
-            let (pib, _gib) = inv_b.device_ptr(s);
             let (pr, _gr) = rowmax.device_ptr(s);
             let (pc, _gc) = colmax.device_ptr(s);
-            let ptr = Inputs {
-                a: pa,
-                b: pb,
-                inv_a: pia,
-                inv_b: pib,
-            };
             self.tiles_launch::<T>("greedy", plan, ptr, &[pr, pc])?;
             let wa = a_weights.map(|w| w.device_ptr(s));
             let wb = b_weights.map(|w| w.device_ptr(s));
@@ -788,22 +766,14 @@ impl Cuda {
         let s = &self.stream;
         let (pa, _ga) = a.device_ptr(s);
         let (pb, _gb) = b.device_ptr(s);
-        let (inv_a, inv_b) = self.inverse_norms::<T>(plan, pa, pb)?;
+        let (ptr, _norms) = self.with_norms::<T>(plan, pa, pb)?;
         {
-            let (pia, _gia) = inv_a.device_ptr(s);
-            let (pib, _gib) = inv_b.device_ptr(s);
-            let ub = self.mean_vector::<T>(plan, &plan.b, plan.m, plan.b_layout, pb, pib)?;
+            let ub = self.mean_vector::<T>(plan, &plan.b, plan.m, plan.b_layout, pb, ptr.inv_b)?;
             let (pu, _gu) = ub.device_ptr(s);
             let (po, _go) = out.device_ptr(s);
             let f = self
                 .kernels
                 .function(Family::Pairwise, &format!("cosim_pair_rowdot_{}", T::NAME))?;
-            let ptr = Inputs {
-                a: pa,
-                b: pb,
-                inv_a: pia,
-                inv_b: pib,
-            };
             let p = self.pair_params::<T>(plan, ptr, plan.batch, 0, plan.n, 0);
             let rows = plan.batch * plan.n;
             let threads = if plan.a_layout == Layout::Rows {
@@ -819,7 +789,7 @@ impl Cuda {
                 s.launch_builder(&f)
                     .arg(&p)
                     .arg(&pa)
-                    .arg(&pia)
+                    .arg(&ptr.inv_a)
                     .arg(&pu)
                     .arg(&ub_batched)
                     .arg(&po)
@@ -846,12 +816,10 @@ impl Cuda {
         let s = &self.stream;
         let (pa, _ga) = a.device_ptr(s);
         let (pb, _gb) = b.device_ptr(s);
-        let (inv_a, inv_b) = self.inverse_norms::<T>(plan, pa, pb)?;
+        let (ptr, _norms) = self.with_norms::<T>(plan, pa, pb)?;
         {
-            let (pia, _gia) = inv_a.device_ptr(s);
-            let (pib, _gib) = inv_b.device_ptr(s);
-            let ua = self.mean_vector::<T>(plan, &plan.a, plan.n, plan.a_layout, pa, pia)?;
-            let ub = self.mean_vector::<T>(plan, &plan.b, plan.m, plan.b_layout, pb, pib)?;
+            let ua = self.mean_vector::<T>(plan, &plan.a, plan.n, plan.a_layout, pa, ptr.inv_a)?;
+            let ub = self.mean_vector::<T>(plan, &plan.b, plan.m, plan.b_layout, pb, ptr.inv_b)?;
             let (pua, _gua) = ua.device_ptr(s);
             let (pub_, _gub) = ub.device_ptr(s);
             let (po, _go) = out.device_ptr(s);
