@@ -16,13 +16,13 @@ template <typename T> struct Tc {
     using S = T;
     using Frag = T;
     static constexpr int K = 16;
-    static constexpr int LD = BM + 8;  // a multiple of 8 halves, rows 32-byte aligned
+    static constexpr int LD = BM + 8;  // ldm a multiple of 16 bytes; fragment bases 32-byte aligned
 };
 template <> struct Tc<float> {
     using S = float;
     using Frag = nvcuda::wmma::precision::tf32;
     static constexpr int K = 8;
-    static constexpr int LD = LDS;  // a multiple of 4 floats, rows 32-byte aligned
+    static constexpr int LD = LDS;  // ldm a multiple of 16 bytes; fragment bases 32-byte aligned
 };
 
 template <typename T> struct TcSlices {
