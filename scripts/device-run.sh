@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # There (the device machine, repo root): runs the GPU checks on the binaries that
 # scripts/device-build.sh made here, writing logs, bench.json and bench.md under $OUT.
-#   bash scripts/device-run.sh [all|tests|sanitize|bench]   (default: all)
+#   bash scripts/device-run.sh [all|tests|sanitize|bench|cli]   (default: all)
 # Budget: one call, `run(command="bash scripts/device-run.sh", carry=["device-bin"],
 # timeout_s=540)`; each phase has its own timeout below so that a hang cannot eat the call.
 set -uo pipefail
@@ -46,6 +46,12 @@ if [ "$phase" = all ] || [ "$phase" = sanitize ]; then
       tail -3 "$OUT/sanitizer-$tool-$bin.log"
     done
   done
+fi
+
+if [ "$phase" = all ] || [ "$phase" = cli ]; then
+  echo "== cosim command on the GPU vs the CPU"
+  timeout 120 python3 scripts/device-cli-check.py $B/cosim /tmp/cosim-cli \
+    | tee "$OUT/cli.log" || status=1
 fi
 
 if [ "$phase" = all ] || [ "$phase" = bench ]; then

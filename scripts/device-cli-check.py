@@ -1,0 +1,62 @@
+"""There (device machine): the `cosim` binary on the GPU against itself on the CPU.
+
+Makes small .npy inputs with NumPy, runs each subcommand with --device cuda (whole, and in
+forced blocks through the two-stream pipeline) and with --device cpu, and compares the
+results. Prints one line per check and exits non-zero on any mismatch.
+Usage: python3 scripts/device-cli-check.py device-bin/cosim OUTDIR
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+cosim, out = sys.argv[1], sys.argv[2]
+os.makedirs(out, exist_ok=True)
+r = np.random.default_rng(7)
+x = r.standard_normal((4, 64, 33, 31), dtype=np.float32)
+np.save(f"{out}/x.npy", x)
+np.save(f"{out}/y.npy", x + 0.5 * r.standard_normal(x.shape, dtype=np.float32))
+np.save(f"{out}/p.npy", r.standard_normal((1, 64, 1, 1), dtype=np.float32))
+np.save(f"{out}/xh.npy", x.astype(np.float16))
+q = r.standard_normal((300, 96), dtype=np.float32)
+np.save(f"{out}/q.npy", q)
+np.save(f"{out}/k.npy", r.standard_normal((517, 96), dtype=np.float32))
+failed = 0
+
+
+def run(args):
+    p = subprocess.run([cosim, "--force", "--quiet", *args], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"cosim {' '.join(args)}: exit {p.returncode}: {p.stderr.strip()}")
+
+
+def check(name, gpu_args, cpu_args, outputs, tol):
+    global failed
+    try:
+        run(gpu_args)
+        gpu = {o: np.load(f"{out}/{o}") for o in outputs}
+        run(cpu_args)
+        worst = max(float(np.nanmax(np.abs(gpu[o].astype(np.float64) - np.load(f"{out}/{o}").astype(np.float64)))) for o in outputs)
+        ok = worst <= tol
+        print(f"{'ok ' if ok else 'BAD'} {name}: max |gpu - cpu| = {worst:.3e} (tolerance {tol:.0e})")
+        failed += not ok
+    except Exception as e:  # noqa: BLE001 - report and go on
+        print(f"BAD {name}: {e}")
+        failed += 1
+
+
+for dev_extra, label in [([], "whole"), (["--block-bytes", "1200000"], "blocks")]:
+    g = ["--device", "cuda", *dev_extra]
+    c = ["--device", "cpu"]
+    along = ["along", f"{out}/x.npy", f"{out}/y.npy", "--dim", "1", "-o", f"{out}/a.npy"]
+    check(f"along dim=1 ({label})", g + along, c + along, ["a.npy"], 2e-6)
+    proto = ["along", f"{out}/x.npy", f"{out}/p.npy", "--dim", "1", "-o", f"{out}/a.npy"]
+    check(f"along vs prototype ({label})", g + proto, c + proto, ["a.npy"], 2e-6)
+    half = ["along", f"{out}/xh.npy", f"{out}/xh.npy", "--dim", "-1", "-o", f"{out}/a.npy"]
+    check(f"along f16 dim=-1 ({label})", g + half, c + half, ["a.npy"], 1e-3)
+    ch = ["channels", f"{out}/x.npy", f"{out}/y.npy", "--flatten-from", "2", "-o", f"{out}/c.npy",
+          "--reweight", f"{out}/w.npy"]
+    check(f"channels + reweight ({label})", g + ch, c + ch, ["c.npy", "w.npy"], 2e-6)
+# PAIRWISE_CHECKS
+sys.exit(1 if failed else 0)
