@@ -1231,6 +1231,28 @@ fn pairwise_greedy_matches_the_library_with_and_without_weights() -> Res {
 }
 
 #[test]
+fn pairwise_help_teaches_the_semantics_and_the_modes() {
+    let o = cosim().args(["pairwise", "--help"]).output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for s in [
+        "S[i, j] = cos(a_i, b_j)",
+        "--layout cols",
+        "--top-k K -o F.npz",
+        "precision = ",
+        "200, 52, 784",
+        "--budget",
+        "--fast",
+        "Examples:",
+    ] {
+        assert!(
+            text.contains(s),
+            "pairwise --help should mention {s:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
 fn pairwise_errors_name_the_file_exit_2_and_leave_nothing() -> Res {
     let d = dirs();
     let o = d.out.path();

@@ -51,9 +51,9 @@ Examples:
   cosim demo                                             # the PyTorch forum thread, answered live
   cosim along x.npy y.npy --dim 1 -o per_pixel.npy       # [N,C,H,W] x2 -> [N,H,W]
   cosim channels x.npy y.npy --flatten-from 2 -o per_channel.npy --reweight weighted.npy
-  cosim pairwise queries.npy keys.npy -o sim.npy            # [N,D] x [M,D] -> [N,M], streamed
-  cosim pairwise queries.npy keys.npy --top-k 10 -o top.npz # values + indices [N,10]
-  cosim pairwise a.npy b.npy --greedy                      # two sets -> precision, recall, F1
+  cosim pairwise q.npy k.npy -o sim.npy                  # [N,D] x [M,D] -> [N,M], streamed to disk
+  cosim pairwise q.npy k.npy --top-k 10 -o top.npz       # values + indices, [N,10]
+  cosim pairwise a.npy b.npy --greedy                    # two sets -> precision, recall, F1
   cosim info                                             # devices, kernels, nvcc
   cosim --device cpu --dtype f64 along a.npy b.npy --dim -1 -o rows.npy
 
@@ -84,6 +84,8 @@ enum Command {
     Channels(channels::ChannelsArgs),
     /// Every vector of one set against every vector of another: matrix, top-k, argmax, means,
     /// greedy matching (BERTScore)
+    // The variant's doc comment would otherwise replace the module's long help.
+    #[command(long_about = pairwise::LONG_ABOUT)]
     Pairwise(pairwise::PairwiseArgs),
     /// The PyTorch forum thread on feature-map similarity, answered live
     Demo(demo::DemoArgs),

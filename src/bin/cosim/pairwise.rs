@@ -19,7 +19,8 @@ use cosim::{cpu, Device};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-const LONG_ABOUT: &str = "\
+/// The long help: semantics, layouts, modes, which score means what.
+pub const LONG_ABOUT: &str = "\
 The cosine similarity of every vector of set A with every vector of set B:
 S[i, j] = cos(a_i, b_j) = <a_i, b_j> / (max(|a_i|, eps) * max(|b_j|, eps)), clamped to [-1, 1];
 a zero vector gives 0, NaN stays NaN. Sums accumulate in f32 (f64 for float64 inputs).
@@ -251,6 +252,16 @@ pub fn run(args: &PairwiseArgs, g: &GlobalOpts) -> Result<()> {
     if let Mode::TopK(k, _) = mode {
         plan.check_k(k)
             .map_err(|e| CliError::usage(format!("--top-k {k}: {e} ({})", inputs.b.describe())))?;
+    }
+    if let Mode::Matrix(p) = mode {
+        let shape = plan.matrix_shape();
+        let elems = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if elems.and_then(|n| n.checked_mul(8)).is_none() {
+            return Err(CliError::file(
+                p,
+                format!("the matrix {shape:?} has more elements than this machine can address"),
+            ));
+        }
     }
     let weights = [
         open_weights(
