@@ -1068,7 +1068,35 @@ fn pairwise_streamed_matrix_equals_the_whole_one_bit_for_bit() -> Res {
         assert_eq!(got.shape, vec![3, 9, 11]);
         assert_eq!(got.values, want, "--budget {budget}");
     }
-    // f64 and f16 stream too.
+    // --fast (tensor cores on a GPU) computes exactly on the CPU: the same bits.
+    let out = d.out.path().join("fast.npy");
+    pairwise(&a, &b, &["--fast", "--budget", "44"], Some(&out));
+    assert_eq!(read_npy(&out).values, want, "--fast on the CPU");
+    // f16 in, f16 out, streamed.
+    let (xh, yh): (Vec<f16>, Vec<f16>) = (
+        x.iter().map(|&v| f16::from_f32(v)).collect(),
+        y.iter().map(|&v| f16::from_f32(v)).collect(),
+    );
+    let bits = |v: &[f16]| -> Vec<u8> { v.iter().flat_map(|h| h.to_le_bytes()).collect() };
+    let ah = write_file(
+        d.inp.path(),
+        "ah.npy",
+        &npy_bytes("<f2", false, &sa, &bits(&xh)),
+    );
+    let bh = write_file(
+        d.inp.path(),
+        "bh.npy",
+        &npy_bytes("<f2", false, &sb, &bits(&yh)),
+    );
+    let out = d.out.path().join("sh.npy");
+    pairwise(&ah, &bh, &["--budget", "50"], Some(&out));
+    let got = read_npy(&out);
+    assert_eq!(got.descr, "<f2");
+    assert_eq!(
+        got.values,
+        widen(&cpu::pairwise_similarity(&plan, &xh, &yh)?.values)
+    );
+    // f64 streams too.
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
     let a64 = write_file(

@@ -394,3 +394,74 @@ impl<'a> NpzWriter<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Output;
+    use crate::options::{DeviceArg, GlobalOpts};
+
+    fn opts() -> GlobalOpts {
+        GlobalOpts {
+            device: DeviceArg::Cpu,
+            dtype: None,
+            quiet: true,
+            force: false,
+            block_bytes: None,
+        }
+    }
+
+    fn files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| d.count())
+            .unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn a_stream_is_committed_only_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.npy");
+        // Two of the six values: commit refuses, and the temporary file is gone.
+        let mut out = Output::create(&path, &opts()).unwrap();
+        let mut s = out.npy_stream::<f32>(&[2, 3]).unwrap();
+        s.append(&[1.0, 2.0]).unwrap();
+        assert!(
+            s.append(&[0.0; 5]).is_err(),
+            "more values than the shape holds"
+        );
+        drop(s);
+        assert!(out.commit().is_err());
+        assert_eq!(files(dir.path()), 0);
+        // All six in pieces: the file is the whole array.
+        let mut out = Output::create(&path, &opts()).unwrap();
+        let mut s = out.npy_stream::<f32>(&[2, 3]).unwrap();
+        for piece in [&[1.0f32, 2.0][..], &[3.0], &[4.0, 5.0, 6.0]] {
+            s.append(piece).unwrap();
+        }
+        s.finish().unwrap();
+        out.commit().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            (bytes.len() - 24) % 64,
+            0,
+            "a 64-byte aligned header, then 24 bytes"
+        );
+        let data: Vec<f32> = bytes[bytes.len() - 24..]
+            .chunks_exact(4)
+            .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(data, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(files(dir.path()), 1);
+    }
+
+    #[test]
+    fn an_unfinished_npz_is_not_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.npz");
+        let mut out = Output::create(&path, &opts()).unwrap();
+        let mut z = out.npz().unwrap();
+        z.values("values", &[2], &[1.0f32, 2.0]).unwrap();
+        drop(z);
+        assert!(out.commit().is_err());
+        assert_eq!(files(dir.path()), 0);
+    }
+}

@@ -280,7 +280,17 @@ pub fn run(args: &PairwiseArgs, g: &GlobalOpts) -> Result<()> {
         )?,
     ];
     let out = match mode.output() {
-        Some(p) => Some(Output::create(p, g)?),
+        Some(p) => {
+            let npz = matches!(mode, Mode::TopK(..) | Mode::Argmax(_) | Mode::Greedy(_));
+            let ext = if npz { "npz" } else { "npy" };
+            if p.extension().and_then(|e| e.to_str()) != Some(ext) {
+                g.note(format!(
+                    "{} is written as a .{ext} file, whatever its name says",
+                    p.display()
+                ));
+            }
+            Some(Output::create(p, g)?)
+        }
         None => None,
     };
     let job = Job {
@@ -680,4 +690,22 @@ pub fn parse_bytes(s: &str) -> std::result::Result<usize, String> {
         return Err("the budget must be at least 1 byte".into());
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_parse_with_binary_suffixes() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2k"), Ok(2048));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(parse_bytes("3gb"), Ok(3 << 30));
+        for bad in ["", "M", "0", "1.5G", "-1", "12X", "1 G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
 }
