@@ -12,7 +12,7 @@ use crate::error::{CliError, Result};
 use crate::npy::{self, Stored};
 use crate::options::GlobalOpts;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -133,8 +133,8 @@ impl Output {
     /// it is computed. The output can be committed only after [`NpyStream::finish`].
     ///
     /// # Errors
-    /// A runtime error naming the output if the header cannot be written or the output was
-    /// already written.
+    /// A usage error naming the output if `shape` holds more elements than memory addresses;
+    /// a runtime error if the header cannot be written or the output was already written.
     pub fn npy_stream<T: Compute>(&mut self, shape: &[usize]) -> Result<NpyStream<'_, T>> {
         let Some(total) = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
             return Err(CliError::usage(format!(
@@ -171,8 +171,8 @@ impl Output {
         })
     }
 
-    /// A buffered writer at the start of the (empty) temporary file, the output's name, and
-    /// the description to fill in when the result is complete.
+    /// A buffered writer on the temporary file, emptied, the output's name, and the
+    /// description to fill in when the result is complete.
     #[allow(clippy::type_complexity)]
     fn parts(&mut self) -> Result<(BufWriter<&mut File>, &Path, &mut Option<String>)> {
         let Output {
@@ -193,7 +193,12 @@ impl Output {
                 path.display()
             )));
         }
-        let w = BufWriter::with_capacity(BUFFER_BYTES, temp.as_file_mut());
+        // Start from an empty file, even after an abandoned attempt.
+        let file = temp.as_file_mut();
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .map_err(|e| write_failed(path, e))?;
+        let w = BufWriter::with_capacity(BUFFER_BYTES, file);
         Ok((w, path.as_path(), written))
     }
 
@@ -463,5 +468,20 @@ mod tests {
         drop(z);
         assert!(out.commit().is_err());
         assert_eq!(files(dir.path()), 0);
+    }
+
+    #[test]
+    fn an_abandoned_attempt_leaves_no_trace_in_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.npy");
+        let mut out = Output::create(&path, &opts()).unwrap();
+        let mut s = out.npy_stream::<f32>(&[1000]).unwrap();
+        s.append(&[7.0; 600]).unwrap();
+        drop(s);
+        out.write_npy(&[2], &[1.0f64, 2.0]).unwrap();
+        out.commit().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!((bytes.len() - 16) % 64, 0, "header, then two f64 only");
+        assert_eq!(&bytes[bytes.len() - 8..], &2.0f64.to_ne_bytes());
     }
 }
