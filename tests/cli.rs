@@ -65,7 +65,12 @@ struct Npy {
 /// Reads a C-order `.npy` of f2/f4/f8 little-endian floats (what the binary writes).
 fn read_npy(path: &Path) -> Npy {
     let b = std::fs::read(path).expect("reading a result");
-    assert_eq!(&b[..6], b"\x93NUMPY", "magic of {}", path.display());
+    parse_npy(&b, &path.display().to_string())
+}
+
+/// Parses the bytes of a C-order `.npy` of little-endian f2/f4/f8 floats or i8 integers.
+fn parse_npy(b: &[u8], name: &str) -> Npy {
+    assert_eq!(&b[..6], b"\x93NUMPY", "magic of {name}");
     let (hlen, start) = match b[6] {
         1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
         _ => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
@@ -102,6 +107,10 @@ fn read_npy(path: &Path) -> Npy {
         "<f8" => data
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        "<i8" => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
             .collect(),
         d => panic!("unexpected descr {d}"),
     };
@@ -808,6 +817,7 @@ fn every_help_succeeds_and_teaches() {
         &[][..],
         &["along"],
         &["channels"],
+        &["pairwise"],
         &["demo"],
         &["info"],
         &["bench"],
@@ -908,5 +918,505 @@ fn blocked_runs_give_exactly_the_whole_result() -> Res {
         &["a.npy", "one row"],
         empty.path(),
     );
+    Ok(())
+}
+
+// ---- cosim pairwise ----
+
+/// Reads every entry of an `.npz` (a zip of `.npy` files) written by the binary, by name
+/// without the `.npy` suffix, checking that entries are stored uncompressed.
+fn read_npz(path: &Path) -> std::collections::BTreeMap<String, Npy> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).expect("opening an .npz result");
+    let mut zip = zip::ZipArchive::new(file).expect("an .npz is a zip archive");
+    let mut out = std::collections::BTreeMap::new();
+    for i in 0..zip.len() {
+        let mut e = zip.by_index(i).unwrap();
+        assert_eq!(e.compression(), zip::CompressionMethod::Stored);
+        let name = e.name().unwrap().to_string();
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).unwrap();
+        let key = name.strip_suffix(".npy").expect("entries are .npy files");
+        out.insert(key.to_string(), parse_npy(&bytes, &name));
+    }
+    out
+}
+
+/// `cosim -q --device cpu pairwise A B <args>`, expected to succeed; returns stdout.
+fn pairwise(a: &Path, b: &Path, args: &[&str], out: Option<&Path>) -> String {
+    let mut c = cosim();
+    c.args(["-q", "--device", "cpu", "pairwise"])
+        .args([a, b])
+        .args(args);
+    if let Some(o) = out {
+        c.arg("-o").arg(o);
+    }
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "pairwise {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "", "-q prints nothing");
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The numbers after each label on stdout lines such as `batch 0: precision P recall R f1 F`
+/// (f32 results, printed as the shortest decimal that reads back as the same f32).
+fn stdout_values(text: &str, label: &str) -> Vec<f64> {
+    text.lines()
+        .map(|l| {
+            let i = l.find(&format!("{label} ")).expect("label on each line") + label.len() + 1;
+            let v: f32 = l[i..].split(' ').next().unwrap().parse().unwrap();
+            v as f64
+        })
+        .collect()
+}
+
+/// Random sets: (A's shape, A's layout, B's shape, B's layout) and the CLI flags for them.
+struct PairCase {
+    a: Vec<usize>,
+    la: Layout,
+    b: Vec<usize>,
+    lb: Layout,
+}
+
+use cosim::pairwise::{Layout, PairPlan};
+
+fn layout_flags(c: &PairCase) -> Vec<&'static str> {
+    let name = |l| match l {
+        Layout::Rows => "rows",
+        Layout::Cols => "cols",
+    };
+    vec!["--layout-a", name(c.la), "--layout-b", name(c.lb)]
+}
+
+fn pair_cases() -> Vec<PairCase> {
+    use Layout::{Cols, Rows};
+    let c = |a: &[usize], la, b: &[usize], lb| PairCase {
+        a: a.to_vec(),
+        la,
+        b: b.to_vec(),
+        lb,
+    };
+    vec![
+        c(&[5, 6], Rows, &[7, 6], Rows),
+        c(&[6, 5], Cols, &[6, 7], Cols),
+        c(&[5, 6], Rows, &[6, 7], Cols),
+        // Batched A, shared B; shared A, batched B; both batched.
+        c(&[3, 5, 6], Rows, &[7, 6], Rows),
+        c(&[6, 5], Cols, &[3, 7, 6], Rows),
+        c(&[2, 6, 5], Cols, &[2, 6, 7], Cols),
+    ]
+}
+
+#[test]
+fn pairwise_matrix_matches_the_library_in_every_layout() -> Res {
+    let d = dirs();
+    let mut rng = SmallRng::seed_from_u64(20);
+    let out = d.out.path().join("s.npy");
+    for (i, c) in pair_cases().iter().enumerate() {
+        let x = random(&mut rng, c.a.iter().product());
+        let y = random(&mut rng, c.b.iter().product());
+        let a = write_f32(d.inp.path(), "a.npy", &c.a, &x);
+        let b = write_f32(d.inp.path(), "b.npy", &c.b, &y);
+        let flags = layout_flags(c);
+        let _ = std::fs::remove_file(&out);
+        pairwise(&a, &b, &flags, Some(&out));
+        let plan = PairPlan::new(&c.a, c.la, &c.b, c.lb)?;
+        let want = cpu::pairwise_similarity(&plan, &x, &y)?;
+        let got = read_npy(&out);
+        assert_eq!(got.descr, "<f4");
+        assert_eq!(got.shape, want.shape, "case {i}");
+        assert_close(&got.values, &widen(&want.values), 0.0, &format!("case {i}"));
+    }
+    // --layout sets both sets; the message names the shape written.
+    let x = random(&mut rng, 30);
+    let a = write_f32(d.inp.path(), "a.npy", &[6, 5], &x);
+    let o = cosim()
+        .args(["--device", "cpu", "--force", "pairwise"])
+        .args([&a, &a])
+        .args(["--layout", "cols", "-o"])
+        .arg(&out)
+        .output()?;
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("s.npy: float32 [5, 5]"), "{err}");
+    let plan = PairPlan::new(&[6, 5], Layout::Cols, &[6, 5], Layout::Cols)?;
+    let want = cpu::pairwise_similarity(&plan, &x, &x)?;
+    assert_close(&read_npy(&out).values, &widen(&want.values), 0.0, "cols");
+    assert_eq!(files_in(d.out.path()), vec!["s.npy"]);
+    Ok(())
+}
+
+#[test]
+fn pairwise_streamed_matrix_equals_the_whole_one_bit_for_bit() -> Res {
+    // Budgets far below the matrix: one row per block (and less than a row: still one), a
+    // few rows per block (the last one short), and suffixed sizes.
+    let d = dirs();
+    let mut rng = SmallRng::seed_from_u64(21);
+    let (sa, sb) = ([3usize, 9, 8], [11usize, 8]);
+    let (x, y) = (random(&mut rng, 216), random(&mut rng, 88));
+    let a = write_f32(d.inp.path(), "a.npy", &sa, &x);
+    let b = write_f32(d.inp.path(), "b.npy", &sb, &y);
+    let plan = PairPlan::new(&sa, Layout::Rows, &sb, Layout::Rows)?;
+    let want = widen(&cpu::pairwise_similarity(&plan, &x, &y)?.values);
+    for budget in ["1", "44", "50", "132", "1K", "1m"] {
+        let out = d.out.path().join(format!("s{budget}.npy"));
+        pairwise(&a, &b, &["--budget", budget], Some(&out));
+        let got = read_npy(&out);
+        assert_eq!(got.shape, vec![3, 9, 11]);
+        assert_eq!(got.values, want, "--budget {budget}");
+    }
+    // --fast (tensor cores on a GPU) computes exactly on the CPU: the same bits.
+    let out = d.out.path().join("fast.npy");
+    pairwise(&a, &b, &["--fast", "--budget", "44"], Some(&out));
+    assert_eq!(read_npy(&out).values, want, "--fast on the CPU");
+    // f16 in, f16 out, streamed.
+    let (xh, yh): (Vec<f16>, Vec<f16>) = (
+        x.iter().map(|&v| f16::from_f32(v)).collect(),
+        y.iter().map(|&v| f16::from_f32(v)).collect(),
+    );
+    let bits = |v: &[f16]| -> Vec<u8> { v.iter().flat_map(|h| h.to_le_bytes()).collect() };
+    let ah = write_file(
+        d.inp.path(),
+        "ah.npy",
+        &npy_bytes("<f2", false, &sa, &bits(&xh)),
+    );
+    let bh = write_file(
+        d.inp.path(),
+        "bh.npy",
+        &npy_bytes("<f2", false, &sb, &bits(&yh)),
+    );
+    let out = d.out.path().join("sh.npy");
+    pairwise(&ah, &bh, &["--budget", "50"], Some(&out));
+    let got = read_npy(&out);
+    assert_eq!(got.descr, "<f2");
+    assert_eq!(
+        got.values,
+        widen(&cpu::pairwise_similarity(&plan, &xh, &yh)?.values)
+    );
+    // f64 streams too.
+    let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+    let a64 = write_file(
+        d.inp.path(),
+        "a64.npy",
+        &npy_bytes("<f8", false, &sa, &f64_bytes(&x64)),
+    );
+    let b64 = write_file(
+        d.inp.path(),
+        "b64.npy",
+        &npy_bytes("<f8", false, &sb, &f64_bytes(&y64)),
+    );
+    let out = d.out.path().join("s64.npy");
+    pairwise(&a64, &b64, &["--budget", "100"], Some(&out));
+    let got = read_npy(&out);
+    assert_eq!(got.descr, "<f8");
+    let want64 = cpu::pairwise_similarity(&plan, &x64, &y64)?;
+    assert_eq!(got.values, widen(&want64.values));
+    // A budget that is not a byte count is a usage error.
+    let o = cosim()
+        .args(["pairwise"])
+        .args([&a, &b])
+        .args(["--budget", "lots", "-o"])
+        .arg(d.out.path().join("x.npy"))
+        .output()?;
+    assert_eq!(o.status.code(), Some(2));
+    Ok(())
+}
+
+fn f64_bytes(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn pairwise_top_k_argmax_and_means_match_the_library() -> Res {
+    let d = dirs();
+    let mut rng = SmallRng::seed_from_u64(22);
+    for (i, c) in pair_cases().iter().enumerate() {
+        let x = random(&mut rng, c.a.iter().product());
+        let y = random(&mut rng, c.b.iter().product());
+        let a = write_f32(d.inp.path(), "a.npy", &c.a, &x);
+        let b = write_f32(d.inp.path(), "b.npy", &c.b, &y);
+        let plan = PairPlan::new(&c.a, c.la, &c.b, c.lb)?;
+        let flags = layout_flags(c);
+        let o = d.out.path().join(format!("{i}"));
+        std::fs::create_dir(&o)?;
+
+        let top = o.join("top.npz");
+        pairwise(
+            &a,
+            &b,
+            &[&flags[..], &["--top-k", "3"]].concat(),
+            Some(&top),
+        );
+        let want = cpu::pairwise_top_k(&plan, &x, &y, 3)?;
+        let got = read_npz(&top);
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["indices", "values"]);
+        assert_eq!(
+            (got["values"].descr.as_str(), got["indices"].descr.as_str()),
+            ("<f4", "<i8")
+        );
+        assert_eq!(got["values"].shape, want.shape, "case {i}");
+        assert_eq!(got["indices"].shape, want.shape, "case {i}");
+        assert_eq!(got["values"].values, widen(&want.values), "case {i}");
+        let idx: Vec<f64> = want.indices.iter().map(|&j| j as f64).collect();
+        assert_eq!(got["indices"].values, idx, "case {i}");
+
+        let arg = o.join("arg.npz");
+        pairwise(&a, &b, &[&flags[..], &["--argmax"]].concat(), Some(&arg));
+        let want = cpu::pairwise_argmax(&plan, &x, &y)?;
+        let got = read_npz(&arg);
+        assert_eq!(got["values"].shape, plan.row_shape());
+        assert_eq!(got["values"].values, widen(&want.values));
+        let idx: Vec<f64> = want.indices.iter().map(|&j| j as f64).collect();
+        assert_eq!(got["indices"].values, idx);
+
+        let rm = o.join("rm.npy");
+        pairwise(&a, &b, &[&flags[..], &["--row-mean"]].concat(), Some(&rm));
+        let want = cpu::pairwise_row_mean(&plan, &x, &y)?;
+        let got = read_npy(&rm);
+        assert_eq!(got.shape, want.shape);
+        assert_eq!(got.values, widen(&want.values));
+
+        // --mean prints one line per batch, and -o saves the same values.
+        let mean = o.join("mean.npy");
+        let text = pairwise(&a, &b, &[&flags[..], &["--mean"]].concat(), Some(&mean));
+        let want = cpu::pairwise_mean(&plan, &x, &y)?;
+        let got = read_npy(&mean);
+        assert_eq!(got.shape, want.shape);
+        assert_eq!(got.values, widen(&want.values));
+        assert_eq!(stdout_values(&text, "mean"), widen(&want.values), "{text}");
+        assert_eq!(text.starts_with("batch 0: "), plan.batched, "{text}");
+        let text_only = pairwise(&a, &b, &[&flags[..], &["--mean"]].concat(), None);
+        assert_eq!(text_only, text);
+    }
+    Ok(())
+}
+
+#[test]
+fn pairwise_greedy_matches_the_library_with_and_without_weights() -> Res {
+    let d = dirs();
+    let mut rng = SmallRng::seed_from_u64(23);
+    let (sa, sb) = ([4usize, 5, 6], [7usize, 6]);
+    let (x, y) = (random(&mut rng, 120), random(&mut rng, 42));
+    let a = write_f32(d.inp.path(), "a.npy", &sa, &x);
+    let b = write_f32(d.inp.path(), "b.npy", &sb, &y);
+    let plan = PairPlan::new(&sa, Layout::Rows, &sb, Layout::Rows)?;
+    let check = |text: &str, want: &cosim::pairwise::SetScores<Vec<f32>>| {
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(text.starts_with("batch 0: precision "), "{text}");
+        assert_eq!(stdout_values(text, "precision"), widen(&want.precision));
+        assert_eq!(stdout_values(text, "recall"), widen(&want.recall));
+        assert_eq!(stdout_values(text, "f1"), widen(&want.f1));
+    };
+    let want = cpu::set_similarity(&plan, &x, &y, None, None)?;
+    check(&pairwise(&a, &b, &["--greedy"], None), &want);
+    let out = d.out.path().join("g.npz");
+    check(&pairwise(&a, &b, &["--greedy"], Some(&out)), &want);
+    let got = read_npz(&out);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["f1", "precision", "recall"]
+    );
+    assert_eq!(got["precision"].shape, vec![4]);
+    assert_eq!(got["precision"].values, widen(&want.precision));
+    assert_eq!(got["recall"].values, widen(&want.recall));
+    assert_eq!(got["f1"].values, widen(&want.f1));
+
+    // Weights: a's are [4, 5] (one per vector of every batch), b's [7] (shared set).
+    let wa: Vec<f32> = (0..20).map(|i| 0.5 + (i % 3) as f32).collect();
+    let wb: Vec<f32> = (0..7).map(|i| 1.0 + i as f32).collect();
+    let pa = write_f32(d.inp.path(), "wa.npy", &[4, 5], &wa);
+    let pb = write_f32(d.inp.path(), "wb.npy", &[7], &wb);
+    let want = cpu::set_similarity(&plan, &x, &y, Some(&wa), Some(&wb))?;
+    let wa_s = pa.to_str().unwrap();
+    let wb_s = pb.to_str().unwrap();
+    let text = pairwise(
+        &a,
+        &b,
+        &["--greedy", "--weights-a", wa_s, "--weights-b", wb_s],
+        None,
+    );
+    check(&text, &want);
+    let want_a = cpu::set_similarity(&plan, &x, &y, Some(&wa), None)?;
+    check(
+        &pairwise(&a, &b, &["--greedy", "--weights-a", wa_s], None),
+        &want_a,
+    );
+
+    // The seed's question: one number for two sets, without a batch dim.
+    let flat = [20usize, 6];
+    let a2 = write_f32(d.inp.path(), "a2.npy", &flat, &x);
+    let text = pairwise(&a2, &a2, &["--greedy"], None);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with("precision "), "{text}");
+    for v in stdout_values(&text, "f1") {
+        assert!((v - 1.0).abs() < 1e-6, "{text}");
+    }
+    Ok(())
+}
+
+#[test]
+fn pairwise_help_teaches_the_semantics_and_the_modes() {
+    let o = cosim().args(["pairwise", "--help"]).output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for s in [
+        "S[i, j] = cos(a_i, b_j)",
+        "--layout cols",
+        "--top-k K -o F.npz",
+        "precision = ",
+        "200, 52, 784",
+        "--budget",
+        "--fast",
+        "Examples:",
+    ] {
+        assert!(
+            text.contains(s),
+            "pairwise --help should mention {s:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn pairwise_errors_name_the_file_exit_2_and_leave_nothing() -> Res {
+    let d = dirs();
+    let o = d.out.path();
+    let good = write_f32(d.inp.path(), "good.npy", &[3, 4], &[1.0; 12]);
+    let other_d = write_f32(d.inp.path(), "five.npy", &[3, 5], &[1.0; 15]);
+    let rank1 = write_f32(d.inp.path(), "flat.npy", &[4], &[1.0; 4]);
+    let batch2 = write_f32(d.inp.path(), "b2.npy", &[2, 3, 4], &[1.0; 24]);
+    let batch3 = write_f32(d.inp.path(), "b3.npy", &[3, 3, 4], &[1.0; 36]);
+    let empty = write_f32(d.inp.path(), "empty.npy", &[0, 4], &[]);
+    let w_bad = write_f32(d.inp.path(), "w.npy", &[2], &[1.0; 2]);
+    let out = o.join("s.npy");
+    let run = |a: &Path, b: &Path, args: &[&str]| {
+        let mut c = cosim();
+        c.args(["--device", "cpu", "pairwise"])
+            .args([a, b])
+            .args(args);
+        c
+    };
+    let out_s = out.to_str().unwrap();
+    let npz = o.join("t.npz");
+    let npz_s = npz.to_str().unwrap();
+    assert_fails(
+        &mut run(&rank1, &good, &["-o", out_s]),
+        2,
+        &["flat.npy", "[N, D]"],
+        o,
+    );
+    assert_fails(
+        &mut run(&good, &rank1, &["--layout-b", "cols", "-o", out_s]),
+        2,
+        &["flat.npy", "[D, N]"],
+        o,
+    );
+    assert_fails(
+        &mut run(&good, &other_d, &["-o", out_s]),
+        2,
+        &["good.npy", "five.npy", "vector lengths"],
+        o,
+    );
+    assert_fails(
+        &mut run(&batch2, &batch3, &["--mean"]),
+        2,
+        &["b2.npy", "b3.npy", "batch sizes"],
+        o,
+    );
+    assert_fails(
+        &mut run(&good, &empty, &["-o", out_s]),
+        2,
+        &["empty.npy", "no vectors"],
+        o,
+    );
+    assert_fails(
+        &mut run(&good, &good, &["--top-k", "4", "-o", npz_s]),
+        2,
+        &["--top-k 4", "good.npy", "<= 3"],
+        o,
+    );
+    assert_fails(
+        &mut run(&good, &good, &["--top-k", "0", "-o", npz_s]),
+        2,
+        &["--top-k 0", "good.npy"],
+        o,
+    );
+    assert_fails(
+        &mut run(
+            &good,
+            &good,
+            &["--greedy", "--weights-a", w_bad.to_str().unwrap()],
+        ),
+        2,
+        &["--weights-a", "w.npy", "good.npy", "3 vectors"],
+        o,
+    );
+    assert_fails(
+        &mut run(
+            &batch2,
+            &good,
+            &[
+                "--greedy",
+                "--weights-b",
+                w_bad.to_str().unwrap(),
+                "-o",
+                npz_s,
+            ],
+        ),
+        2,
+        &["--weights-b", "w.npy", "3 vectors"],
+        o,
+    );
+    assert_fails(
+        &mut run(&good, &good, &["--eps", "-1", "-o", out_s]),
+        2,
+        &["good.npy", "eps"],
+        o,
+    );
+    assert_fails(
+        &mut run(&d.inp.path().join("missing.npy"), &good, &["--mean"]),
+        2,
+        &["missing.npy"],
+        o,
+    );
+    // Usage errors from clap: no mode, two modes, a mode without -o, --budget with a mode,
+    // weights without --greedy.
+    for args in [
+        &[][..],
+        &["--mean", "--greedy"],
+        &["--top-k", "2"],
+        &["--argmax"],
+        &["--row-mean"],
+        &["--top-k", "2", "--budget", "1K", "-o", npz_s],
+        &["--mean", "--weights-a", "w.npy"],
+    ] {
+        let r = run(&good, &good, args).output()?;
+        assert_eq!(r.status.code(), Some(2), "{args:?}");
+        assert_eq!(files_in(o), Vec::<String>::new());
+    }
+    // An existing output is refused (and kept) without --force, replaced with it.
+    std::fs::write(&out, b"keep me")?;
+    let r = run(&good, &good, &["-o", out_s]).output()?;
+    assert_eq!(r.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("s.npy: already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&out)?, b"keep me");
+    let r = run(&good, &good, &["--mean", "-o", out_s]).output()?;
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        r.stdout.is_empty(),
+        "nothing printed when the output is refused"
+    );
+    run(&good, &good, &["-o", out_s, "--force"])
+        .assert()
+        .success();
+    assert_eq!(read_npy(&out).shape, vec![3, 3]);
+    assert_eq!(files_in(o), vec!["s.npy"]);
     Ok(())
 }

@@ -25,18 +25,6 @@ impl Dtype {
     }
 }
 
-impl Dtype {
-    /// NumPy's name of the type (bf16 has none in NumPy; `ml_dtypes` calls it bfloat16).
-    pub fn numpy_name(self) -> &'static str {
-        match self {
-            Dtype::F16 => "float16",
-            Dtype::Bf16 => "bfloat16",
-            Dtype::F32 => "float32",
-            Dtype::F64 => "float64",
-        }
-    }
-}
-
 impl fmt::Display for Dtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -48,9 +36,9 @@ impl fmt::Display for Dtype {
     }
 }
 
-/// An element type the command computes in: both backends accept it, and it can be viewed
-/// in place in a memory-mapped file (plain old data).
-pub trait Compute: AnyElement + bytemuck::Pod {
+/// An element type the command computes in: both backends accept it, it can be viewed in
+/// place in a memory-mapped file (plain old data), and it prints as its shortest exact decimal.
+pub trait Compute: AnyElement + bytemuck::Pod + fmt::Display {
     const DTYPE: Dtype;
     /// Rounds an f64 to this type once (no detour through f32 for the half types, unlike
     /// `Element::from_f64`).

@@ -79,7 +79,12 @@ pub fn library_code(e: &cosim::Error) -> u8 {
         | E::SizeOverflow { .. }
         | E::LenMismatch { .. }
         | E::OutLenMismatch { .. }
-        | E::BadEps(_) => EXIT_USAGE,
+        | E::BadEps(_)
+        | E::PairShape { .. }
+        | E::EmptySet { .. }
+        | E::PairMismatch { .. }
+        | E::BadK { .. }
+        | E::IndexOverflow { .. } => EXIT_USAGE,
         _ => EXIT_RUNTIME,
     }
 }

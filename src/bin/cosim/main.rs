@@ -1,10 +1,11 @@
 //! `cosim`: cosine similarity on NumPy `.npy` files, on the GPU or the CPU.
 //!
-//! One module per subcommand (`along`, `channels`, `demo`, `info`, `bench`); the shared parts
-//! are `npy` (reading and writing files), `inputs` (two inputs and their compute type),
-//! `blocks` (whole or in blocks of rows, streamed through the GPU when too large for it),
-//! `output` (atomic result files), `options` (global flags, device choice), `dtype`,
-//! `progress` and `error` (one-line messages, exit codes).
+//! One module per subcommand (`along`, `channels`, `pairwise`, `demo`, `info`, `bench`); the
+//! shared parts are `npy` (reading and writing files), `inputs` (two inputs and their compute
+//! type), `blocks` (whole or in blocks of rows, streamed through the GPU when too large for
+//! it), `output` (atomic result files: `.npy` whole or streamed block by block, `.npz`),
+//! `options` (global flags, device choice), `dtype`, `progress` and `error` (one-line
+//! messages, exit codes).
 
 mod along;
 mod bench;
@@ -18,6 +19,7 @@ mod inputs;
 mod npy;
 mod options;
 mod output;
+mod pairwise;
 mod progress;
 mod suite;
 
@@ -32,9 +34,15 @@ otherwise on all CPU cores. Semantics follow torch.nn.functional.cosine_similari
 broadcasting, negative dims, eps clamping each norm, plus fixes: a zero vector gives 0 (also in
 f16), results are clamped to [-1, 1], NaN in gives NaN out.
 
+`along` and `channels` compare two arrays element for element (one vector with the vector at
+the same place); `pairwise` compares every vector of one set with every vector of another
+(S[i, j] = cos(a_i, b_j)) and writes the matrix block by block, its top-k or argmax, row
+means, the mean, or BERTScore-style greedy matching scores.
+
 Inputs may be float16, float32, float64 (integers and bool are converted to f32), in C or
-Fortran order; large files are memory-mapped. Results are .npy files in the compute type,
-written to a temporary file and renamed when complete; existing files are kept unless --force.
+Fortran order; large files are memory-mapped. Results are .npy files (.npz for several
+arrays) in the compute type, written to a temporary file and renamed when complete; existing
+files are kept unless --force.
 
 Exit codes: 0 success, 2 usage or input error, 1 runtime failure (device, I/O).";
 
@@ -43,6 +51,9 @@ Examples:
   cosim demo                                             # the PyTorch forum thread, answered live
   cosim along x.npy y.npy --dim 1 -o per_pixel.npy       # [N,C,H,W] x2 -> [N,H,W]
   cosim channels x.npy y.npy --flatten-from 2 -o per_channel.npy --reweight weighted.npy
+  cosim pairwise q.npy k.npy -o sim.npy                  # [N,D] x [M,D] -> [N,M], streamed to disk
+  cosim pairwise q.npy k.npy --top-k 10 -o top.npz       # values + indices, [N,10]
+  cosim pairwise a.npy b.npy --greedy                    # two sets -> precision, recall, F1
   cosim info                                             # devices, kernels, nvcc
   cosim --device cpu --dtype f64 along a.npy b.npy --dim -1 -o rows.npy
 
@@ -71,6 +82,11 @@ enum Command {
     Along(along::AlongArgs),
     /// Per-channel similarity of flattened maps, optionally reweighting the second input
     Channels(channels::ChannelsArgs),
+    /// Every vector of one set against every vector of another: matrix, top-k, argmax, means,
+    /// greedy matching (BERTScore)
+    // The variant's doc comment would otherwise replace the module's long help.
+    #[command(long_about = pairwise::LONG_ABOUT)]
+    Pairwise(pairwise::PairwiseArgs),
     /// The PyTorch forum thread on feature-map similarity, answered live
     Demo(demo::DemoArgs),
     /// Devices, compute capability, kernels and the nvcc that built them
@@ -87,6 +103,7 @@ fn main() -> ExitCode {
     let done = match &cli.command {
         Command::Along(a) => along::run(a, g),
         Command::Channels(a) => channels::run(a, g),
+        Command::Pairwise(a) => pairwise::run(a, g),
         Command::Demo(_) => demo::run(g),
         Command::Info(_) => info::run(g),
         Command::Bench(a) => bench::run(a, g),

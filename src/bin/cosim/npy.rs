@@ -1,6 +1,7 @@
 //! NumPy `.npy` files: headers parsed by `npyz`, data read from a memory map (large files) and
 //! used in place when it already is what we compute in, otherwise converted in parallel;
-//! Fortran-order arrays transposed into C order; results written as C-order `.npy`.
+//! Fortran-order arrays transposed into C order; results written as C-order `.npy`: a header,
+//! then the values in one piece or in blocks as they are computed.
 
 use crate::dtype::{Compute, Dtype};
 use crate::error::{CliError, Result};
@@ -344,21 +345,48 @@ fn fortran_to_c<T: Copy>(src: &[T], shape: &[usize]) -> Vec<T> {
     out
 }
 
-/// Writes `values` (C order, `shape`) as a `.npy` file: f16, f32 and f64 as themselves; bf16,
-/// which has no NumPy dtype, as the f32 values it holds exactly.
-pub fn write<T: Compute>(w: &mut impl Write, shape: &[usize], values: &[T]) -> io::Result<()> {
-    let stored = stored_dtype(T::DTYPE);
+/// An element type as stored in a `.npy` file: its NumPy type character and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// `f` (floating) or `i` (signed integer).
+    pub kind: char,
+    /// Bytes per element.
+    pub size: usize,
+}
+
+impl Stored {
+    /// How a result computed in `T` is stored ([`stored_dtype`]: bf16 as f32).
+    pub fn of<T: Compute>() -> Stored {
+        let size = match stored_dtype(T::DTYPE) {
+            Dtype::F16 => 2,
+            Dtype::F64 => 8,
+            _ => 4,
+        };
+        Stored { kind: 'f', size }
+    }
+
+    /// int64, the type NumPy gives indices.
+    pub const I64: Stored = Stored { kind: 'i', size: 8 };
+
+    /// The NumPy name: float32, int64.
+    pub fn numpy_name(self) -> String {
+        match self.kind {
+            'f' => format!("float{}", self.size * 8),
+            _ => format!("int{}", self.size * 8),
+        }
+    }
+}
+
+/// Writes the header of a C-order `.npy` file of `shape` in `stored` (native byte order);
+/// the values follow, `shape`'s product of them, written by [`write_values`] or
+/// [`write_indices`] (in one piece or in several, in C order).
+pub fn write_header(w: &mut impl Write, stored: Stored, shape: &[usize]) -> io::Result<()> {
     let endian = if cfg!(target_endian = "big") {
         '>'
     } else {
         '<'
     };
-    let size = match stored {
-        Dtype::F16 => 2,
-        Dtype::F64 => 8,
-        _ => 4,
-    };
-    let ts: npyz::TypeStr = format!("{endian}f{size}")
+    let ts: npyz::TypeStr = format!("{endian}{}{}", stored.kind, stored.size)
         .parse()
         .map_err(|e| io::Error::other(format!("{e}")))?;
     let dims: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
@@ -366,14 +394,30 @@ pub fn write<T: Compute>(w: &mut impl Write, shape: &[usize], values: &[T]) -> i
         .dtype(DType::Plain(ts))
         .shape(&dims)
         .writer(&mut *w)
-        .write_header_only()?;
-    if stored == T::DTYPE {
-        w.write_all(bytemuck::cast_slice(values))?;
+        .write_header_only()
+        .map(drop)
+}
+
+/// Writes values after a header from [`write_header`] with [`Stored::of::<T>`]: as they are,
+/// or (bf16) widened to f32 in chunks.
+pub fn write_values<T: Compute>(w: &mut impl Write, values: &[T]) -> io::Result<()> {
+    if stored_dtype(T::DTYPE) == T::DTYPE {
+        w.write_all(bytemuck::cast_slice(values))
     } else {
         for chunk in values.chunks(CHUNK) {
             let wide: Vec<f32> = chunk.iter().map(|v| v.to_f64() as f32).collect();
             w.write_all(bytemuck::cast_slice(&wide))?;
         }
+        Ok(())
+    }
+}
+
+/// Writes the library's `u32` column indices as int64 (NumPy's index type), after a header
+/// from [`write_header`] with [`Stored::I64`], converting in chunks.
+pub fn write_indices(w: &mut impl Write, indices: &[u32]) -> io::Result<()> {
+    for chunk in indices.chunks(CHUNK) {
+        let wide: Vec<i64> = chunk.iter().map(|&i| i64::from(i)).collect();
+        w.write_all(bytemuck::cast_slice(&wide))?;
     }
     Ok(())
 }
