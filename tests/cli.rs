@@ -813,14 +813,18 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn every_help_succeeds_and_teaches() {
-    for sub in [
-        &[][..],
-        &["along"],
-        &["channels"],
-        &["pairwise"],
-        &["demo"],
-        &["info"],
-        &["bench"],
+    // Each --help shows its command's long description (a phrase from it) and examples.
+    for (sub, phrase) in [
+        (&[][..], "Exit codes"),
+        (
+            &["along"],
+            "torch.nn.functional.cosine_similarity(a, b, dim, eps)",
+        ),
+        (&["channels"], "--flatten-from 2 gives [N, C]"),
+        (&["pairwise"], "greedy"),
+        (&["demo"], "forum thread"),
+        (&["info"], "compute capability"),
+        (&["bench"], "effective bandwidth"),
     ] {
         let o = cosim().args(sub).arg("--help").output().unwrap();
         assert!(o.status.success(), "{sub:?} --help");
@@ -828,6 +832,10 @@ fn every_help_succeeds_and_teaches() {
         assert!(
             text.contains("Example"),
             "{sub:?} --help has examples:\n{text}"
+        );
+        assert!(
+            text.contains(phrase),
+            "{sub:?} --help shows its long description ({phrase:?}):\n{text}"
         );
     }
 }

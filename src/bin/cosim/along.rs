@@ -11,7 +11,7 @@ use cosim::plan::Plan;
 use cosim::Device;
 use std::path::PathBuf;
 
-const LONG_ABOUT: &str = "\
+pub const LONG_ABOUT: &str = "\
 Cosine similarity along one dim, as torch.nn.functional.cosine_similarity(a, b, dim, eps).
 
 The two shapes broadcast first (NumPy rules: a size-1 dim stretches), then `--dim` picks the

@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::options::{DeviceArg, GlobalOpts};
 use crate::suite::{self, SuiteOptions};
 
-const LONG_ABOUT: &str = "\
+pub const LONG_ABOUT: &str = "\
 Runs the benchmark suite: on the CPU, each op's effective bandwidth (both inputs read once plus
 the output written) next to this machine's read bandwidth measured around it; on the GPU (when
 usable), each op timed with CUDA events next to a device-to-device copy, with the extra device

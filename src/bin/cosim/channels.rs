@@ -12,7 +12,7 @@ use cosim::plan::Plan;
 use cosim::Device;
 use std::path::PathBuf;
 
-const LONG_ABOUT: &str = "\
+pub const LONG_ABOUT: &str = "\
 Per-channel cosine similarity of flattened maps: the dims from --flatten-from on form one
 vector, so [N, C, H, W] with --flatten-from 2 gives [N, C], as
 cosine_similarity(a.view(N, C, -1), b.view(N, C, -1), dim=2) does in PyTorch (without a view).

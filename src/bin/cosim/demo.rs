@@ -9,7 +9,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::fmt::Write as _;
 
-const LONG_ABOUT: &str = "\
+pub const LONG_ABOUT: &str = "\
 Answers the PyTorch forum thread \"cosine similarity between two feature maps\" live: each
 question of the thread, the call that answers it, and the result's shape and first values.
 Computed on --device (the GPU when usable, else the CPU); --dtype does not apply.";

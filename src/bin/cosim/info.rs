@@ -9,14 +9,13 @@ const EXAMPLES: &str = "\
 Example:
   cosim info";
 
+pub const LONG_ABOUT: &str = "Prints this build's features, whether the CUDA kernels were \
+    built (for which architectures, by which nvcc), the CUDA devices found with their compute \
+    capability, and the device `--device auto` picks (and why not the GPU).";
+
 /// Arguments of `cosim info` (none besides the global options).
 #[derive(clap::Args, Debug)]
-#[command(
-    long_about = "Prints this build's features, whether the CUDA kernels were built (for which \
-                  architectures, by which nvcc), the CUDA devices found with their compute \
-                  capability, and the device `--device auto` picks (and why not the GPU).",
-    after_help = EXAMPLES
-)]
+#[command(long_about = LONG_ABOUT, after_help = EXAMPLES)]
 pub struct InfoArgs {}
 
 /// Runs `cosim info`; it reports problems rather than failing on them.

@@ -78,20 +78,26 @@ struct Cli {
 /// The subcommands; each has its own module.
 #[derive(Subcommand, Debug)]
 enum Command {
+    // Each variant's doc comment is its one-line summary; `long_about` keeps the module's
+    // long help (a doc comment alone would replace it).
     /// Cosine similarity along one dim (torch's cosine_similarity)
+    #[command(long_about = along::LONG_ABOUT)]
     Along(along::AlongArgs),
     /// Per-channel similarity of flattened maps, optionally reweighting the second input
+    #[command(long_about = channels::LONG_ABOUT)]
     Channels(channels::ChannelsArgs),
     /// Every vector of one set against every vector of another: matrix, top-k, argmax, means,
     /// greedy matching (BERTScore)
-    // The variant's doc comment would otherwise replace the module's long help.
     #[command(long_about = pairwise::LONG_ABOUT)]
     Pairwise(pairwise::PairwiseArgs),
     /// The PyTorch forum thread on feature-map similarity, answered live
+    #[command(long_about = demo::LONG_ABOUT)]
     Demo(demo::DemoArgs),
     /// Devices, compute capability, kernels and the nvcc that built them
+    #[command(long_about = info::LONG_ABOUT)]
     Info(info::InfoArgs),
     /// The library's benchmark suite (build with --release)
+    #[command(long_about = bench::LONG_ABOUT)]
     Bench(bench::BenchArgs),
 }
 
