@@ -58,5 +58,32 @@ for dev_extra, label in [([], "whole"), (["--block-bytes", "1200000"], "blocks")
     ch = ["channels", f"{out}/x.npy", f"{out}/y.npy", "--flatten-from", "2", "-o", f"{out}/c.npy",
           "--reweight", f"{out}/w.npy"]
     check(f"channels + reweight ({label})", g + ch, c + ch, ["c.npy", "w.npy"], 2e-6)
-# PAIRWISE_CHECKS
+    pw = ["pairwise", f"{out}/q.npy", f"{out}/k.npy"]
+    budget = ["--budget", "20000"] if label == "blocks" else []
+    check(f"pairwise matrix ({label})", g + pw + budget + ["-o", f"{out}/m.npy"],
+          c + pw + ["-o", f"{out}/m.npy"], ["m.npy"], 2e-6)
+    for fast, tol in [([], 2e-6), (["--fast"], 5e-3)]:
+        name = "fast" if fast else "exact"
+        check(f"pairwise row mean {name} ({label})", g + pw + fast + ["--row-mean", "-o", f"{out}/rm.npy"],
+              c + pw + ["--row-mean", "-o", f"{out}/rm.npy"], ["rm.npy"], max(tol, 1e-5))
+        for mode in (["--top-k", "7"], ["--argmax"], ["--greedy"]):
+            try:
+                run(g + pw + fast + mode + ["-o", f"{out}/g.npz"])
+                gz = dict(np.load(f"{out}/g.npz"))
+                run(c + pw + mode + ["-o", f"{out}/g.npz"])
+                cz = dict(np.load(f"{out}/g.npz"))
+                worst = max(float(np.max(np.abs(gz[key].astype(np.float64) - cz[key].astype(np.float64))))
+                            for key in gz if key != "indices")
+                ok = worst <= tol
+                if "indices" in gz:
+                    # Indices may differ only where the CPU's values tie within the tolerance.
+                    s = np.load(f"{out}/m.npy")  # the CPU matrix, written just above
+                    same = gz["indices"] == cz["indices"]
+                    ok = ok and (same.all() or bool(np.all(np.abs(
+                        np.take_along_axis(s, gz["indices"], -1) - cz["values"])[~same] <= tol)))
+                print(f"{'ok ' if ok else 'BAD'} pairwise {' '.join(mode)} {name} ({label}): max |gpu - cpu| = {worst:.3e}")
+                failed += not ok
+            except Exception as e:  # noqa: BLE001
+                print(f"BAD pairwise {' '.join(mode)} {name} ({label}): {e}")
+                failed += 1
 sys.exit(1 if failed else 0)
