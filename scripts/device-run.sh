@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # There (the device machine, repo root): runs the GPU checks on the binaries that
 # scripts/device-build.sh made here, writing logs, bench.json and bench.md under $OUT.
-#   bash scripts/device-run.sh [all|tests|sanitize|bench|cli]   (default: all)
-# Budget: one call, `run(command="bash scripts/device-run.sh", carry=["device-bin"],
-# timeout_s=540)`; each phase has its own timeout below so that a hang cannot eat the call.
+#   bash scripts/device-run.sh [PHASE...]   phases: tests sanitize cli bench, or all (default)
+# Budget (15 device minutes a session): two calls, each with a timeout that leaves room,
+#   run(command="bash scripts/device-run.sh tests cli", carry=["device-bin"], timeout_s=420)
+#   run(command="bash scripts/device-run.sh sanitize bench", carry=["device-bin"], timeout_s=540)
+# (the machine stays warm between them); each phase has its own timeouts below so that a hang
+# cannot eat the call. Writes logs, bench.{json,md} and bench-pairwise.{json,md} under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/cosim-out}
 B=device-bin
-phase=${1:-all}
+phases=" ${*:-all} "
+# Whether phase $1 was asked for.
+want() { [[ "$phases" == *" all "* || "$phases" == *" $1 "* ]]; }
 mkdir -p "$OUT"
 status=0
 {
@@ -17,7 +22,7 @@ status=0
 } > "$OUT/env.txt"
 cat "$OUT/env.txt"
 
-if [ "$phase" = all ] || [ "$phase" = tests ]; then
+if want tests; then
   for t in $B/test-*; do
     name=$(basename "$t")
     echo "== $name"
@@ -29,7 +34,7 @@ if [ "$phase" = all ] || [ "$phase" = tests ]; then
   done
 fi
 
-if [ "$phase" = all ] || [ "$phase" = sanitize ]; then
+if want sanitize; then
   SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   # Small cases that reach every kernel: binary, then test filters.
   for run in "test-cuda edge_cases kernel_variants::f16 reweighting::f32" \
@@ -48,13 +53,13 @@ if [ "$phase" = all ] || [ "$phase" = sanitize ]; then
   done
 fi
 
-if [ "$phase" = all ] || [ "$phase" = cli ]; then
+if want cli; then
   echo "== cosim command on the GPU vs the CPU"
   timeout 120 python3 scripts/device-cli-check.py $B/cosim /tmp/cosim-cli \
     | tee "$OUT/cli.log" || status=1
 fi
 
-if [ "$phase" = all ] || [ "$phase" = bench ]; then
+if want bench; then
   echo "== benchmarks"
   label="# cosim GPU benchmarks: $(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), commit $(head -1 $B/COMMIT)"
   timeout 150 $B/bench-cosim_bench --gpu-only --json "$OUT/bench.json" --label "$label" \
