@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Here (no GPU needed): builds the release test binaries, the benchmark and the cosim binary with the
-# kernels, and copies them to device-bin/ (ignored by git, carried to the device machine).
-# Then run on the device, in one call:
-#   run(command="bash scripts/device-run.sh", carry=["device-bin"], timeout_s=540)
+# Here (no GPU needed): builds the release test binaries, the benchmarks and the cosim binary
+# with the kernels, and copies them to device-bin/ (ignored by git, carried to the device
+# machine). Then run them there as the header of scripts/device-run.sh says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NVCC=${NVCC:-$(scripts/install-nvcc.sh)}
