@@ -1435,7 +1435,12 @@ fn pairwise_both(a: &Path, b: &Path, args: &[&str], out: &Path, bytes: &str) -> 
     let whole = out.with_extension("whole");
     let cut = out.with_extension("cut");
     let w = pairwise(a, b, args, Some(&whole));
-    let c = pairwise(a, b, &[args, &["--block-bytes", bytes]].concat(), Some(&cut));
+    let c = pairwise(
+        a,
+        b,
+        &[args, &["--block-bytes", bytes]].concat(),
+        Some(&cut),
+    );
     [w, c]
 }
 
@@ -1500,7 +1505,12 @@ fn pairwise_chunked_sets_give_the_whole_result() -> Res {
             let (w, c) = (read_npz(&w), read_npz(&c));
             for key in ["precision", "recall", "f1"] {
                 assert_eq!(c[key].shape, w[key].shape, "{what}");
-                assert_close(&c[key].values, &w[key].values, 1e-6, &format!("{what} {key}"));
+                assert_close(
+                    &c[key].values,
+                    &w[key].values,
+                    1e-6,
+                    &format!("{what} {key}"),
+                );
                 let (sw, sc) = (stdout_values(&tw, key), stdout_values(&tc, key));
                 assert_close(&sc, &sw, 1e-6, &format!("{what} {key} printed"));
             }
@@ -1541,7 +1551,12 @@ fn pairwise_chunked_greedy_with_weights_gives_the_whole_result() -> Res {
     );
     for key in ["precision", "recall", "f1"] {
         assert_close(&c[key].values, &w[key].values, 1e-6, key);
-        assert_close(&stdout_values(&tc, key), &stdout_values(&tw, key), 1e-6, key);
+        assert_close(
+            &stdout_values(&tc, key),
+            &stdout_values(&tw, key),
+            1e-6,
+            key,
+        );
     }
     Ok(())
 }
@@ -1583,7 +1598,13 @@ fn pairwise_chunked_ties_go_to_the_lower_global_index() -> Res {
         };
         let flags = ["--layout", layout];
         let out = d.out.path().join(format!("top-{layout}.npz"));
-        pairwise_both(&a, &b, &[&flags[..], &["--top-k", "3"]].concat(), &out, "48");
+        pairwise_both(
+            &a,
+            &b,
+            &[&flags[..], &["--top-k", "3"]].concat(),
+            &out,
+            "48",
+        );
         let (w, c) = (
             read_npz(&out.with_extension("whole")),
             read_npz(&out.with_extension("cut")),

@@ -262,9 +262,8 @@ impl<'a, T: Compute> Chunked<'a, T> {
                         Some(_) => self.backend.top_k(&p.plan, &p.a, &p.b, kc)?,
                         None => self.backend.argmax(&p.plan, &p.a, &p.b)?,
                     };
-                    let offset = u32::try_from(rb.start).map_err(|_| {
-                        CliError::runtime("a column index does not fit in 32 bits")
-                    })?;
+                    let offset = u32::try_from(rb.start)
+                        .map_err(|_| CliError::runtime("a column index does not fit in 32 bits"))?;
                     for (row, (v, i)) in best
                         .iter_mut()
                         .zip(t.values.chunks(kc).zip(t.indices.chunks(kc)))
@@ -374,12 +373,8 @@ impl<'a, T: Compute> Chunked<'a, T> {
                     let p = self.pair(batch, &ra, &rb)?;
                     let t = self.backend.argmax(&p.plan, &p.a, &p.b)?;
                     max_into(&mut rows[ra.clone()], &t.values);
-                    let swapped = self.chunk_plan(
-                        &p.b_shape,
-                        plan.b_layout,
-                        &p.a_shape,
-                        plan.a_layout,
-                    )?;
+                    let swapped =
+                        self.chunk_plan(&p.b_shape, plan.b_layout, &p.a_shape, plan.a_layout)?;
                     let t = self.backend.argmax(&swapped, &p.b, &p.a)?;
                     max_into(&mut cols[rb.clone()], &t.values);
                     done += 1;
@@ -387,14 +382,8 @@ impl<'a, T: Compute> Chunked<'a, T> {
                 }
             }
             let own = |stride: usize, count: usize| if stride == 0 { 0 } else { batch * count };
-            let p = weighted_mean(
-                &rows,
-                wa.map(|w| &w[own(plan.a.batch, n)..][..n]),
-            );
-            let r = weighted_mean(
-                &cols,
-                wb.map(|w| &w[own(plan.b.batch, m)..][..m]),
-            );
+            let p = weighted_mean(&rows, wa.map(|w| &w[own(plan.a.batch, n)..][..n]));
+            let r = weighted_mean(&cols, wb.map(|w| &w[own(plan.b.batch, m)..][..m]));
             s.precision.push(<T as Element>::from_f64(p));
             s.recall.push(<T as Element>::from_f64(r));
             s.f1.push(<T as Element>::from_f64(f1(p, r)));
@@ -490,10 +479,7 @@ mod tests {
     #[test]
     fn chunks_hold_whole_vectors() {
         let p = PairPlan::new(&[5, 4], Layout::Rows, &[4, 7], Layout::Cols).unwrap();
-        assert_eq!(
-            Chunks::plan(&p, 32, 4, None),
-            Some(Chunks { a: 2, b: 2 })
-        );
+        assert_eq!(Chunks::plan(&p, 32, 4, None), Some(Chunks { a: 2, b: 2 }));
         assert_eq!(Chunks::plan(&p, 1, 4, None), Some(Chunks { a: 1, b: 1 }));
         assert_eq!(Chunks::plan(&p, 1 << 20, 4, None), None);
         assert_eq!(Chunks::plan(&p, 1 << 20, 4, Some(2)), None);
