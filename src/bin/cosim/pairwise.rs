@@ -68,12 +68,13 @@ contiguous buffer on the host), every chunk pair runs in turn and the results ar
 the host. The matrix, --top-k and --argmax are exactly the whole results (ties still go to
 the lower index); --row-mean, --mean and --greedy combine the per-chunk results (means
 weighted by the chunks' sizes, maxima taken across chunks), equal to the whole results up
-to rounding.
+to rounding. Chunk pairs run one after another, each uploading its two chunks (copies do
+not yet overlap compute).
 
-Device: on the GPU the inputs are uploaded once; f16, bf16 and f32 run there, float64 runs on
-the CPU (with a note; --dtype f32 moves it to the GPU). --fast uses tensor cores on the GPU
-(TF32 for f32, f16/bf16 products with f32 sums; about 1e-3 from exact); the CPU always
-computes exactly, so --fast changes nothing there.";
+Device: on the GPU the inputs are uploaded once (when they fit); f16, bf16 and f32 run
+there, float64 runs on the CPU (with a note; --dtype f32 moves it to the GPU). --fast uses
+tensor cores on the GPU (TF32 for f32, f16/bf16 products with f32 sums; about 1e-3 from
+exact); the CPU always computes exactly, so --fast changes nothing there.";
 
 const EXAMPLES: &str = "\
 Examples:
