@@ -1620,3 +1620,44 @@ fn pairwise_chunked_ties_go_to_the_lower_global_index() -> Res {
     }
     Ok(())
 }
+
+#[test]
+fn pairwise_chunked_f16_matrix_and_top_k_are_exact() -> Res {
+    // f16 in, f16 out: 12 bytes per vector of 6, chunks of 2 vectors at --block-bytes 24.
+    let d = dirs();
+    let mut rng = SmallRng::seed_from_u64(27);
+    let (sa, sb) = ([2usize, 5, 6], [2usize, 6, 7]);
+    let mut half = |n| -> Vec<u8> {
+        random(&mut rng, n)
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect()
+    };
+    let (xb, yb) = (half(60), half(84));
+    let a = write_file(d.inp.path(), "a.npy", &npy_bytes("<f2", false, &sa, &xb));
+    let b = write_file(d.inp.path(), "b.npy", &npy_bytes("<f2", false, &sb, &yb));
+    let flags = ["--layout-b", "cols"];
+    let out = d.out.path().join("s.npy");
+    pairwise_both(&a, &b, &flags, &out, "24");
+    let (w, c) = (
+        read_npy(&out.with_extension("whole")),
+        read_npy(&out.with_extension("cut")),
+    );
+    assert_eq!((c.descr.as_str(), &c.shape), ("<f2", &vec![2, 5, 7]));
+    assert_eq!(c.values, w.values);
+    let out = d.out.path().join("t.npz");
+    pairwise_both(
+        &a,
+        &b,
+        &[&flags[..], &["--top-k", "4"]].concat(),
+        &out,
+        "24",
+    );
+    let (w, c) = (
+        read_npz(&out.with_extension("whole")),
+        read_npz(&out.with_extension("cut")),
+    );
+    assert_eq!(c["values"].values, w["values"].values);
+    assert_eq!(c["indices"].values, w["indices"].values);
+    Ok(())
+}
