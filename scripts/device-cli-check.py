@@ -1,8 +1,8 @@
 """There (device machine): the `cosim` binary on the GPU against itself on the CPU.
 
-Makes small .npy inputs with NumPy, runs each subcommand with --device cuda (whole, and in
-forced blocks through the two-stream pipeline) and with --device cpu, and compares the
-results. Prints one line per check and exits non-zero on any mismatch.
+Makes small .npy inputs with NumPy, runs each subcommand with --device cuda (whole, in
+forced blocks through the two-stream pipeline, and pairwise with its sets in forced chunks)
+and with --device cpu, and compares the results. Prints one line per check and exits non-zero on any mismatch.
 Usage: python3 scripts/device-cli-check.py device-bin/cosim OUTDIR
 """
 import os
@@ -46,20 +46,25 @@ def check(name, gpu_args, cpu_args, outputs, tol):
         failed += 1
 
 
-for dev_extra, label in [([], "whole"), (["--block-bytes", "1200000"], "blocks")]:
+# "chunks": pairwise only, its sets cut into chunks of ~104 vectors (q: 3 chunks, k: 5), every
+# chunk pair run on the GPU and merged on the host, against the CPU's whole result.
+for dev_extra, label in [([], "whole"), (["--block-bytes", "1200000"], "blocks"),
+                         (["--block-bytes", "40000"], "chunks")]:
     g = ["--device", "cuda", *dev_extra]
     c = ["--device", "cpu"]
-    along = ["along", f"{out}/x.npy", f"{out}/y.npy", "--dim", "1", "-o", f"{out}/a.npy"]
-    check(f"along dim=1 ({label})", g + along, c + along, ["a.npy"], 2e-6)
-    proto = ["along", f"{out}/x.npy", f"{out}/p.npy", "--dim", "1", "-o", f"{out}/a.npy"]
-    check(f"along vs prototype ({label})", g + proto, c + proto, ["a.npy"], 2e-6)
-    half = ["along", f"{out}/xh.npy", f"{out}/xh.npy", "--dim", "-1", "-o", f"{out}/a.npy"]
-    check(f"along f16 dim=-1 ({label})", g + half, c + half, ["a.npy"], 1e-3)
-    ch = ["channels", f"{out}/x.npy", f"{out}/y.npy", "--flatten-from", "2", "-o", f"{out}/c.npy",
-          "--reweight", f"{out}/w.npy"]
-    check(f"channels + reweight ({label})", g + ch, c + ch, ["c.npy", "w.npy"], 2e-6)
+    pairwise_only = label == "chunks"
+    if not pairwise_only:
+        along = ["along", f"{out}/x.npy", f"{out}/y.npy", "--dim", "1", "-o", f"{out}/a.npy"]
+        check(f"along dim=1 ({label})", g + along, c + along, ["a.npy"], 2e-6)
+        proto = ["along", f"{out}/x.npy", f"{out}/p.npy", "--dim", "1", "-o", f"{out}/a.npy"]
+        check(f"along vs prototype ({label})", g + proto, c + proto, ["a.npy"], 2e-6)
+        half = ["along", f"{out}/xh.npy", f"{out}/xh.npy", "--dim", "-1", "-o", f"{out}/a.npy"]
+        check(f"along f16 dim=-1 ({label})", g + half, c + half, ["a.npy"], 1e-3)
+        ch = ["channels", f"{out}/x.npy", f"{out}/y.npy", "--flatten-from", "2", "-o", f"{out}/c.npy",
+              "--reweight", f"{out}/w.npy"]
+        check(f"channels + reweight ({label})", g + ch, c + ch, ["c.npy", "w.npy"], 2e-6)
     pw = ["pairwise", f"{out}/q.npy", f"{out}/k.npy"]
-    budget = ["--budget", "20000"] if label == "blocks" else []
+    budget = ["--budget", "20000"] if label != "whole" else []
     check(f"pairwise matrix ({label})", g + pw + budget + ["-o", f"{out}/m.npy"],
           c + pw + ["-o", f"{out}/m.npy"], ["m.npy"], 2e-6)
     for fast, tol in [([], 2e-6), (["--fast"], 5e-3)]:

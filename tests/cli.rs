@@ -1428,3 +1428,236 @@ fn pairwise_errors_name_the_file_exit_2_and_leave_nothing() -> Res {
     assert_eq!(files_in(o), vec!["s.npy"]);
     Ok(())
 }
+
+/// `cosim pairwise` with the hidden `--block-bytes` forcing the sets into chunks (as when
+/// they do not fit in the GPU's memory), and without; returns both stdouts.
+fn pairwise_both(a: &Path, b: &Path, args: &[&str], out: &Path, bytes: &str) -> [String; 2] {
+    let whole = out.with_extension("whole");
+    let cut = out.with_extension("cut");
+    let w = pairwise(a, b, args, Some(&whole));
+    let c = pairwise(
+        a,
+        b,
+        &[args, &["--block-bytes", bytes]].concat(),
+        Some(&cut),
+    );
+    [w, c]
+}
+
+#[test]
+fn pairwise_chunked_sets_give_the_whole_result() -> Res {
+    // D = 6 in f32: a vector is 24 bytes. 1 byte: one vector per chunk; 48: two (chunks
+    // smaller than k = 3, and a short last chunk of 5 and 7 vectors); 72: three.
+    let d = dirs();
+    let mut rng = SmallRng::seed_from_u64(24);
+    for (i, c) in pair_cases().iter().enumerate() {
+        let x = random(&mut rng, c.a.iter().product());
+        let y = random(&mut rng, c.b.iter().product());
+        let a = write_f32(d.inp.path(), "a.npy", &c.a, &x);
+        let b = write_f32(d.inp.path(), "b.npy", &c.b, &y);
+        let plan = PairPlan::new(&c.a, c.la, &c.b, c.lb)?;
+        let flags = layout_flags(c);
+        for bytes in ["1", "48", "72"] {
+            let o = d.out.path().join(format!("{i}-{bytes}"));
+            std::fs::create_dir(&o)?;
+            let what = format!("case {i}, --block-bytes {bytes}");
+            let both = |mode: &[&str], name: &str| {
+                let out = o.join(name);
+                let text = pairwise_both(&a, &b, &[&flags[..], mode].concat(), &out, bytes);
+                (text, out.with_extension("whole"), out.with_extension("cut"))
+            };
+
+            // The matrix, bit for bit (and with a --budget smaller than a chunk of rows).
+            for budget in ["256M", "30"] {
+                let (_, w, c) = both(&["--budget", budget], &format!("s{budget}"));
+                let (w, c) = (read_npy(&w), read_npy(&c));
+                assert_eq!(w.shape, plan.matrix_shape(), "{what}");
+                assert_eq!(c.shape, w.shape, "{what}");
+                assert_eq!(c.values, w.values, "{what} --budget {budget}");
+            }
+
+            // Top-k (k larger than a chunk; k = M) and argmax: values and indices exactly.
+            for k in ["3", "7"] {
+                let (_, w, c) = both(&["--top-k", k], &format!("top{k}"));
+                let (w, c) = (read_npz(&w), read_npz(&c));
+                assert_eq!(c["values"].shape, plan.top_k_shape(k.parse()?), "{what}");
+                assert_eq!(c["values"].values, w["values"].values, "{what} top {k}");
+                assert_eq!(c["indices"].values, w["indices"].values, "{what} top {k}");
+            }
+            let (_, w, c) = both(&["--argmax"], "arg");
+            let (w, c) = (read_npz(&w), read_npz(&c));
+            assert_eq!(c["values"].shape, plan.row_shape(), "{what}");
+            assert_eq!(c["values"].values, w["values"].values, "{what} argmax");
+            assert_eq!(c["indices"].values, w["indices"].values, "{what} argmax");
+
+            // The means and greedy scores: the per-chunk results combined, up to rounding.
+            let (_, w, c) = both(&["--row-mean"], "rm");
+            let (w, c) = (read_npy(&w), read_npy(&c));
+            assert_eq!(c.shape, w.shape, "{what}");
+            assert_close(&c.values, &w.values, 1e-6, &format!("{what} row mean"));
+            let ([tw, tc], w, c) = both(&["--mean"], "mean");
+            let (w, c) = (read_npy(&w), read_npy(&c));
+            assert_eq!(c.shape, w.shape, "{what}");
+            assert_close(&c.values, &w.values, 1e-6, &format!("{what} mean"));
+            let (sw, sc) = (stdout_values(&tw, "mean"), stdout_values(&tc, "mean"));
+            assert_close(&sc, &sw, 1e-6, &format!("{what} mean printed"));
+            let ([tw, tc], w, c) = both(&["--greedy"], "g");
+            let (w, c) = (read_npz(&w), read_npz(&c));
+            for key in ["precision", "recall", "f1"] {
+                assert_eq!(c[key].shape, w[key].shape, "{what}");
+                assert_close(
+                    &c[key].values,
+                    &w[key].values,
+                    1e-6,
+                    &format!("{what} {key}"),
+                );
+                let (sw, sc) = (stdout_values(&tw, key), stdout_values(&tc, key));
+                assert_close(&sc, &sw, 1e-6, &format!("{what} {key} printed"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn pairwise_chunked_greedy_with_weights_gives_the_whole_result() -> Res {
+    let d = dirs();
+    let mut rng = SmallRng::seed_from_u64(25);
+    // Batched A [3, 5, 6] in rows, shared B [6, 7] in cols.
+    let (sa, sb) = ([3usize, 5, 6], [6usize, 7]);
+    let (x, y) = (random(&mut rng, 90), random(&mut rng, 42));
+    let a = write_f32(d.inp.path(), "a.npy", &sa, &x);
+    let b = write_f32(d.inp.path(), "b.npy", &sb, &y);
+    let wa: Vec<f32> = (0..15).map(|i| 0.5 + (i % 4) as f32).collect();
+    let wb: Vec<f32> = (0..7).map(|i| 1.0 + i as f32).collect();
+    let pa = write_f32(d.inp.path(), "wa.npy", &[3, 5], &wa);
+    let pb = write_f32(d.inp.path(), "wb.npy", &[7], &wb);
+    let (pa, pb) = (pa.to_str().unwrap(), pb.to_str().unwrap());
+    let args = [
+        "--layout-b",
+        "cols",
+        "--greedy",
+        "--weights-a",
+        pa,
+        "--weights-b",
+        pb,
+    ];
+    let out = d.out.path().join("g.npz");
+    let [tw, tc] = pairwise_both(&a, &b, &args, &out, "48");
+    assert_eq!(tc.lines().count(), 3, "{tc}");
+    let (w, c) = (
+        read_npz(&out.with_extension("whole")),
+        read_npz(&out.with_extension("cut")),
+    );
+    for key in ["precision", "recall", "f1"] {
+        assert_close(&c[key].values, &w[key].values, 1e-6, key);
+        assert_close(
+            &stdout_values(&tc, key),
+            &stdout_values(&tw, key),
+            1e-6,
+            key,
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn pairwise_chunked_ties_go_to_the_lower_global_index() -> Res {
+    // B holds the same vector at 1, 3 and 5, in three different chunks of two vectors; A
+    // holds it too. Its row's equal best values must come out as 1, 3, 5, as whole.
+    let d = dirs();
+    let mut rng = SmallRng::seed_from_u64(26);
+    let dim = 6;
+    let v = random(&mut rng, dim);
+    let mut y = Vec::new();
+    for j in 0..7 {
+        if j % 2 == 1 {
+            y.extend_from_slice(&v);
+        } else {
+            y.extend(random(&mut rng, dim));
+        }
+    }
+    let mut x = random(&mut rng, 2 * dim);
+    x.extend_from_slice(&v);
+    let transpose = |m: &[f32], n: usize| -> Vec<f32> {
+        (0..dim)
+            .flat_map(|k| (0..n).map(move |i| m[i * dim + k]))
+            .collect()
+    };
+    for layout in ["rows", "cols"] {
+        let (a, b) = if layout == "rows" {
+            (
+                write_f32(d.inp.path(), "a.npy", &[3, dim], &x),
+                write_f32(d.inp.path(), "b.npy", &[7, dim], &y),
+            )
+        } else {
+            (
+                write_f32(d.inp.path(), "a.npy", &[dim, 3], &transpose(&x, 3)),
+                write_f32(d.inp.path(), "b.npy", &[dim, 7], &transpose(&y, 7)),
+            )
+        };
+        let flags = ["--layout", layout];
+        let out = d.out.path().join(format!("top-{layout}.npz"));
+        pairwise_both(
+            &a,
+            &b,
+            &[&flags[..], &["--top-k", "3"]].concat(),
+            &out,
+            "48",
+        );
+        let (w, c) = (
+            read_npz(&out.with_extension("whole")),
+            read_npz(&out.with_extension("cut")),
+        );
+        assert_eq!(&c["indices"].values[6..], &[1.0, 3.0, 5.0], "{layout}");
+        assert_eq!(c["values"].values[6], c["values"].values[8], "{layout}");
+        assert_eq!(c["indices"].values, w["indices"].values, "{layout}");
+        assert_eq!(c["values"].values, w["values"].values, "{layout}");
+        let out = d.out.path().join(format!("arg-{layout}.npz"));
+        pairwise_both(&a, &b, &[&flags[..], &["--argmax"]].concat(), &out, "48");
+        let c = read_npz(&out.with_extension("cut"));
+        assert_eq!(c["indices"].values[2], 1.0, "{layout}");
+    }
+    Ok(())
+}
+
+#[test]
+fn pairwise_chunked_f16_matrix_and_top_k_are_exact() -> Res {
+    // f16 in, f16 out: 12 bytes per vector of 6, chunks of 2 vectors at --block-bytes 24.
+    let d = dirs();
+    let mut rng = SmallRng::seed_from_u64(27);
+    let (sa, sb) = ([2usize, 5, 6], [2usize, 6, 7]);
+    let mut half = |n| -> Vec<u8> {
+        random(&mut rng, n)
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect()
+    };
+    let (xb, yb) = (half(60), half(84));
+    let a = write_file(d.inp.path(), "a.npy", &npy_bytes("<f2", false, &sa, &xb));
+    let b = write_file(d.inp.path(), "b.npy", &npy_bytes("<f2", false, &sb, &yb));
+    let flags = ["--layout-b", "cols"];
+    let out = d.out.path().join("s.npy");
+    pairwise_both(&a, &b, &flags, &out, "24");
+    let (w, c) = (
+        read_npy(&out.with_extension("whole")),
+        read_npy(&out.with_extension("cut")),
+    );
+    assert_eq!((c.descr.as_str(), &c.shape), ("<f2", &vec![2, 5, 7]));
+    assert_eq!(c.values, w.values);
+    let out = d.out.path().join("t.npz");
+    pairwise_both(
+        &a,
+        &b,
+        &[&flags[..], &["--top-k", "4"]].concat(),
+        &out,
+        "24",
+    );
+    let (w, c) = (
+        read_npz(&out.with_extension("whole")),
+        read_npz(&out.with_extension("cut")),
+    );
+    assert_eq!(c["values"].values, w["values"].values);
+    assert_eq!(c["indices"].values, w["indices"].values);
+    Ok(())
+}

@@ -11,6 +11,7 @@ mod along;
 mod bench;
 mod blocks;
 mod channels;
+mod chunks;
 mod demo;
 mod dtype;
 mod error;

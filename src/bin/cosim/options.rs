@@ -60,7 +60,8 @@ pub struct GlobalOpts {
     #[arg(long, global = true)]
     pub force: bool,
     /// Run in blocks of rows of at most this many bytes, on any device (for tests; blocks
-    /// are otherwise used only when a job does not fit in the GPU's memory).
+    /// are otherwise used only when a job does not fit in the GPU's memory). `pairwise`
+    /// cuts each set into chunks of whole vectors of at most this many bytes instead.
     #[arg(long, global = true, hide = true, value_name = "BYTES")]
     pub block_bytes: Option<usize>,
 }

@@ -6,7 +6,12 @@
 //! each block of rows as the library hands it over ([`cosim::cpu::pairwise_similarity_blocks`]
 //! or its CUDA twin, which computes each block into one reused device buffer), so neither the
 //! GPU nor the host ever holds more than one block of it.
+//!
+//! Sets that do not fit in the GPU's memory (or any sets, on any device, when the hidden
+//! `--block-bytes` forces it) are cut into chunks and run chunk pair by chunk pair, the
+//! results merged on the host: see [`crate::chunks`].
 
+use crate::chunks::{Chunked, Chunks};
 use crate::dtype::{with_dtype, Compute};
 use crate::error::{CliError, Result};
 use crate::inputs::Inputs;
@@ -56,10 +61,20 @@ kind score their typical similarity, whatever they say. --greedy's f1 matches ev
 with its best counterpart in the other set: it is 1 for identical sets (in any order) and is
 the score BERTScore reports for two texts given as token embeddings.
 
-Device: on the GPU the inputs are uploaded once; f16, bf16 and f32 run there, float64 runs on
-the CPU (with a note; --dtype f32 moves it to the GPU). --fast uses tensor cores on the GPU
-(TF32 for f32, f16/bf16 products with f32 sums; about 1e-3 from exact); the CPU always
-computes exactly, so --fast changes nothing there.";
+Sets larger than the GPU: when the two sets (with the call's outputs and scratch) would not
+fit in the GPU's free memory, they are cut into chunks of whole vectors (A's chunks are
+blocks of rows of S, B's blocks of columns; a chunk of a --layout cols set is copied into a
+contiguous buffer on the host), every chunk pair runs in turn and the results are merged on
+the host. The matrix, --top-k and --argmax are exactly the whole results (ties still go to
+the lower index); --row-mean, --mean and --greedy combine the per-chunk results (means
+weighted by the chunks' sizes, maxima taken across chunks), equal to the whole results up
+to rounding. Chunk pairs run one after another, each uploading its two chunks (copies do
+not yet overlap compute).
+
+Device: on the GPU the inputs are uploaded once (when they fit); f16, bf16 and f32 run
+there, float64 runs on the CPU (with a note; --dtype f32 moves it to the GPU). --fast uses
+tensor cores on the GPU (TF32 for f32, f16/bf16 products with f32 sums; about 1e-3 from
+exact); the CPU always computes exactly, so --fast changes nothing there.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -183,7 +198,7 @@ pub struct PairwiseArgs {
 
 /// What to compute and where it goes.
 #[derive(Clone, Copy, Debug)]
-enum Mode<'a> {
+pub enum Mode<'a> {
     Matrix(&'a Path),
     TopK(usize, &'a Path),
     Argmax(&'a Path),
@@ -303,21 +318,27 @@ pub fn run(args: &PairwiseArgs, g: &GlobalOpts) -> Result<()> {
     };
     let device = g.device()?;
     match &device {
-        Device::Cpu => with_dtype!(inputs.dtype, T => job.compute::<T>(&Cpu, out)),
+        Device::Cpu => {
+            with_dtype!(inputs.dtype, T => job.compute::<T>(&Cpu, out, g.block_bytes))
+        }
         #[cfg(feature = "cuda")]
         Device::Cuda(c) => {
             use crate::dtype::Dtype;
             let gpu = gpu::Gpu(c);
+            let chunk = |elem| {
+                g.block_bytes
+                    .or_else(|| gpu::chunk_bytes(c, &plan, mode, args.budget, elem))
+            };
             match inputs.dtype {
-                Dtype::F16 => job.compute::<cosim::f16>(&gpu, out),
-                Dtype::Bf16 => job.compute::<cosim::bf16>(&gpu, out),
-                Dtype::F32 => job.compute::<f32>(&gpu, out),
+                Dtype::F16 => job.compute::<cosim::f16>(&gpu, out, chunk(2)),
+                Dtype::Bf16 => job.compute::<cosim::bf16>(&gpu, out, chunk(2)),
+                Dtype::F32 => job.compute::<f32>(&gpu, out, chunk(4)),
                 Dtype::F64 => {
                     g.note(
                         "the GPU's pairwise kernels take float16, bfloat16 and float32: \
                          computing float64 on the CPU (--dtype f32 runs it on the GPU)",
                     );
-                    job.compute::<f64>(&Cpu, out)
+                    job.compute::<f64>(&Cpu, out, g.block_bytes)
                 }
             }
         }
@@ -363,13 +384,34 @@ struct Job<'a> {
 impl Job<'_> {
     /// Computes the mode on `backend` in `T`, writes `out` (created by [`run`] when the mode
     /// writes a file) and commits it, then prints what the mode prints.
-    fn compute<T: Compute>(&self, backend: &dyn Backend<T>, out: Option<Output>) -> Result<()> {
+    ///
+    /// With `chunk_bytes`, sets that do not fit in chunks of that many bytes are cut into
+    /// chunks of whole vectors and run chunk pair by chunk pair ([`crate::chunks`]).
+    fn compute<T: Compute>(
+        &self,
+        backend: &dyn Backend<T>,
+        out: Option<Output>,
+        chunk_bytes: Option<usize>,
+    ) -> Result<()> {
         let progress = Progress::start(self.quiet);
         progress.phase("reading inputs");
         let (a, b) = (self.inputs.a.values::<T>(), self.inputs.b.values::<T>());
         let on = backend.name();
         progress.phase(format!("computing on {on}"));
         let (plan, refusal) = (self.plan, |e| self.inputs.refusal(e));
+        let elem = std::mem::size_of::<T>();
+        let rows_cap = match self.mode {
+            Mode::Matrix(_) => Some(plan.rows_per_block(self.budget, elem)),
+            _ => None,
+        };
+        let chunks = chunk_bytes.and_then(|bytes| Chunks::plan(plan, bytes, elem, rows_cap));
+        let on_pair = |done: usize, total: usize| {
+            progress.phase(format!("computing on {on}: chunk pair {done} of {total}"));
+        };
+        let chunked = match chunks {
+            Some(c) => Some(Chunked::new(plan, &a, &b, c, backend, &on_pair).map_err(refusal)?),
+            None => None,
+        };
         let mut out = out;
         let mut printed = String::new();
         match (self.mode, out.as_mut()) {
@@ -378,28 +420,43 @@ impl Job<'_> {
                 let name = o.path().display().to_string();
                 let mut file = o.npy_stream::<T>(&shape)?;
                 let (total, mut done) = (plan.batch * plan.n, 0usize);
-                backend.matrix_blocks(plan, &a, &b, self.budget, &mut |blk| {
-                    file.append(blk.values)?;
-                    done += blk.rows;
-                    progress.phase(format!("{on} -> {name}: {done} of {total} rows"));
-                    Ok(())
-                })?;
+                match &chunked {
+                    Some(c) => c.matrix(self.budget, &mut |block| file.append(block))?,
+                    None => backend.matrix_blocks(plan, &a, &b, self.budget, &mut |blk| {
+                        file.append(blk.values)?;
+                        done += blk.rows;
+                        progress.phase(format!("{on} -> {name}: {done} of {total} rows"));
+                        Ok(())
+                    })?,
+                }
                 file.finish()?;
             }
             (Mode::TopK(k, _), Some(o)) => {
-                let t = backend.top_k(plan, &a, &b, k).map_err(refusal)?;
+                let t = match &chunked {
+                    Some(c) => c.best(Some(k))?,
+                    None => backend.top_k(plan, &a, &b, k).map_err(refusal)?,
+                };
                 write_top(o, &t)?;
             }
             (Mode::Argmax(_), Some(o)) => {
-                let t = backend.argmax(plan, &a, &b).map_err(refusal)?;
+                let t = match &chunked {
+                    Some(c) => c.best(None)?,
+                    None => backend.argmax(plan, &a, &b).map_err(refusal)?,
+                };
                 write_top(o, &t)?;
             }
             (Mode::RowMean(_), Some(o)) => {
-                let v = backend.row_mean(plan, &a, &b).map_err(refusal)?;
+                let v = match &chunked {
+                    Some(c) => c.row_mean()?,
+                    None => backend.row_mean(plan, &a, &b).map_err(refusal)?,
+                };
                 o.write_npy(&plan.row_shape(), &v)?;
             }
             (Mode::Mean(_), o) => {
-                let v = backend.mean(plan, &a, &b).map_err(refusal)?;
+                let v = match &chunked {
+                    Some(c) => c.mean()?,
+                    None => backend.mean(plan, &a, &b).map_err(refusal)?,
+                };
                 if let Some(o) = o {
                     o.write_npy(&plan.batch_shape(), &v)?;
                 }
@@ -412,9 +469,12 @@ impl Job<'_> {
                     .weights
                     .each_ref()
                     .map(|w| w.as_ref().map(NpyInput::values::<T>));
-                let s = backend
-                    .greedy(plan, &a, &b, wa.as_deref(), wb.as_deref())
-                    .map_err(refusal)?;
+                let s = match &chunked {
+                    Some(c) => c.greedy(wa.as_deref(), wb.as_deref())?,
+                    None => backend
+                        .greedy(plan, &a, &b, wa.as_deref(), wb.as_deref())
+                        .map_err(refusal)?,
+                };
                 if let Some(o) = o {
                     write_scores(o, &s)?;
                 }
@@ -470,8 +530,9 @@ fn write_scores<T: Compute>(o: &mut Output, s: &SetScores<Vec<T>>) -> Result<()>
 }
 
 /// The pairwise functions of one backend, on host buffers: the inputs go in as slices and
-/// the results come back as host vectors (a GPU backend uploads and downloads).
-trait Backend<T> {
+/// the results come back as host vectors (a GPU backend uploads and downloads). The
+/// chunked path ([`crate::chunks`]) calls them once per chunk pair.
+pub trait Backend<T> {
     /// `CPU` or the GPU's name, for the progress line.
     fn name(&self) -> String;
     /// The matrix in blocks of whole rows of at most `budget` bytes, handed to `f` in order.
@@ -483,6 +544,7 @@ trait Backend<T> {
         budget: usize,
         f: &mut dyn FnMut(MatrixBlock<&[T]>) -> Result<()>,
     ) -> Result<()>;
+    /// The `k` best of every row, sorted by `outranks`.
     fn top_k(
         &self,
         plan: &PairPlan,
@@ -490,9 +552,13 @@ trait Backend<T> {
         b: &[T],
         k: usize,
     ) -> cosim::Result<TopK<Vec<T>, Vec<u32>>>;
+    /// Every row's best value and its column.
     fn argmax(&self, plan: &PairPlan, a: &[T], b: &[T]) -> cosim::Result<TopK<Vec<T>, Vec<u32>>>;
+    /// Every row's mean.
     fn row_mean(&self, plan: &PairPlan, a: &[T], b: &[T]) -> cosim::Result<Vec<T>>;
+    /// Every matrix's mean.
     fn mean(&self, plan: &PairPlan, a: &[T], b: &[T]) -> cosim::Result<Vec<T>>;
+    /// Greedy matching: precision, recall and f1 per batch.
     fn greedy(
         &self,
         plan: &PairPlan,
@@ -560,7 +626,7 @@ impl<T: Compute> Backend<T> for Cpu {
 /// functions, results downloaded; the matrix block by block.
 #[cfg(feature = "cuda")]
 mod gpu {
-    use super::Backend;
+    use super::{Backend, Mode};
     use crate::dtype::Compute;
     use crate::error::Result;
     use cosim::cuda::{Cuda, PairElement};
@@ -569,6 +635,45 @@ mod gpu {
 
     /// A CUDA device running the pairwise kernels.
     pub struct Gpu<'a>(pub &'a Cuda);
+
+    /// Chunks on the GPU are at most this large per set.
+    const GPU_CHUNK_BYTES: usize = 256 << 20;
+
+    /// The bytes per chunk of each set when the job would not fit in the GPU's free memory
+    /// (80% of it, as `blocks.rs` counts); `None` (run whole) when it fits or the free
+    /// memory cannot be read. The job is estimated, not measured: both sets as uploaded,
+    /// the mode's outputs (the matrix: one block of at most `budget` bytes), and the
+    /// library's per-vector scratch (inverse norms, maxima: 8 bytes per vector of each
+    /// set and batch, plus 4 bytes per component of a mean vector).
+    pub fn chunk_bytes(
+        c: &Cuda,
+        plan: &PairPlan,
+        mode: Mode<'_>,
+        budget: usize,
+        elem: usize,
+    ) -> Option<usize> {
+        let (free, _) = c.stream().context().mem_get_info().ok()?;
+        let usable = free / 10 * 8;
+        let sets = (plan.a_vectors() + plan.b_vectors())
+            .saturating_mul(plan.d)
+            .saturating_mul(elem);
+        let (rows, cols) = (plan.batch * plan.n, plan.batch * plan.m);
+        let outputs = match mode {
+            Mode::Matrix(_) => budget.min(rows.saturating_mul(plan.m).saturating_mul(elem)),
+            Mode::TopK(k, _) => rows.saturating_mul(k).saturating_mul(elem + 4),
+            Mode::Argmax(_) => rows * (elem + 4),
+            Mode::RowMean(_) => rows * elem,
+            Mode::Mean(_) => plan.batch * elem,
+            Mode::Greedy(_) => (rows + cols) * 4 + 3 * plan.batch * elem,
+        };
+        let scratch = (rows + cols) * 8 + 2 * plan.batch * plan.d * 4;
+        let job = sets.saturating_add(outputs).saturating_add(scratch);
+        if job <= usable {
+            return None;
+        }
+        // Two set chunks, the chunk pair's outputs and scratch share what is usable.
+        Some((usable / 4).clamp(1, GPU_CHUNK_BYTES))
+    }
 
     impl<T: Compute + PairElement> Backend<T> for Gpu<'_> {
         fn name(&self) -> String {
