@@ -666,7 +666,16 @@ mod gpu {
             Mode::Mean(_) => plan.batch * elem,
             Mode::Greedy(_) => (rows + cols) * 4 + 3 * plan.batch * elem,
         };
-        let scratch = (rows + cols) * 8 + 2 * plan.batch * plan.d * 4;
+        // Norms and keys, mean vectors, and top-k's lists (8 bytes per entry, chunked by
+        // the library to at most TOPK_SCRATCH_BYTES).
+        let lists = match mode {
+            Mode::TopK(k, _) => rows
+                .saturating_mul(k)
+                .saturating_mul(8)
+                .min(cosim::cuda::TOPK_SCRATCH_BYTES),
+            _ => 0,
+        };
+        let scratch = (rows + cols) * 8 + 2 * plan.batch * plan.d * 4 + lists;
         let job = sets.saturating_add(outputs).saturating_add(scratch);
         if job <= usable {
             return None;
