@@ -3,6 +3,7 @@
 //! multithreaded and split paths, edge cases, errors, the PyTorch forum thread
 //! "cosine similarity between two feature maps", and channel reweighting.
 
+#[macro_use]
 mod common;
 
 use anyhow::{ensure, Result};
@@ -13,31 +14,6 @@ use rand::Rng;
 
 /// The eps the library uses when given `None` (PyTorch's default), written out independently.
 const EPS: f64 = 1e-8;
-
-/// Runs a generic `fn(seed) -> Result<()>` once per element type, as four tests in a module.
-macro_rules! per_dtype {
-    ($name:ident, $body:ident, $seed:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn t_f32() -> Result<()> {
-                $body::<f32>($seed)
-            }
-            #[test]
-            fn t_f64() -> Result<()> {
-                $body::<f64>($seed + 1)
-            }
-            #[test]
-            fn t_f16() -> Result<()> {
-                $body::<f16>($seed + 2)
-            }
-            #[test]
-            fn t_bf16() -> Result<()> {
-                $body::<bf16>($seed + 3)
-            }
-        }
-    };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Random batteries

@@ -4,6 +4,7 @@
 //! dtypes, every entry point; then ties, NaN, zero vectors, the seed's bmm example, blocks,
 //! and every error path (with outputs left untouched).
 
+#[macro_use]
 mod common;
 
 use anyhow::{ensure, Result};
@@ -16,31 +17,6 @@ use rand::Rng;
 
 /// PyTorch's default eps, written out independently of the library.
 const EPS: f64 = 1e-8;
-
-/// Runs a generic `fn(seed) -> Result<()>` once per element type, as four tests in a module.
-macro_rules! per_dtype {
-    ($name:ident, $body:ident, $seed:expr) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn t_f32() -> Result<()> {
-                $body::<f32>($seed)
-            }
-            #[test]
-            fn t_f64() -> Result<()> {
-                $body::<f64>($seed + 1)
-            }
-            #[test]
-            fn t_f16() -> Result<()> {
-                $body::<f16>($seed + 2)
-            }
-            #[test]
-            fn t_bf16() -> Result<()> {
-                $body::<bf16>($seed + 3)
-            }
-        }
-    };
-}
 
 /// One pairwise problem: two sets, their layouts, and which carry a batch dim.
 #[derive(Clone, Debug)]

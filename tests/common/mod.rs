@@ -12,6 +12,33 @@ use cosim::Element;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+/// Runs a generic `fn(seed) -> Result<()>` once per element type, as four tests in a module
+/// (the test file imports `Result`, `f16` and `bf16`; `#[macro_use] mod common;`).
+#[allow(unused_macros)]
+macro_rules! per_dtype {
+    ($name:ident, $body:ident, $seed:expr) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn t_f32() -> Result<()> {
+                $body::<f32>($seed)
+            }
+            #[test]
+            fn t_f64() -> Result<()> {
+                $body::<f64>($seed + 1)
+            }
+            #[test]
+            fn t_f16() -> Result<()> {
+                $body::<f16>($seed + 2)
+            }
+            #[test]
+            fn t_bf16() -> Result<()> {
+                $body::<bf16>($seed + 3)
+            }
+        }
+    };
+}
+
 /// A deterministic RNG for one test (or one case of a battery).
 pub fn rng(seed: u64) -> SmallRng {
     SmallRng::seed_from_u64(seed)
