@@ -46,6 +46,34 @@ def check(name, gpu_args, cpu_args, outputs, tol):
         failed += 1
 
 
+def check_npz(name, gpu_args, cpu_args, tol):
+    """A .npz mode (top-k, argmax, greedy) on the GPU against the CPU. Indices may differ
+    only where the CPU's values tie within the tolerance: checked against the CPU's matrix
+    of the same sets, which the caller has just written to m.npy."""
+    global failed
+    try:
+        run(gpu_args + ["-o", f"{out}/g.npz"])
+        gz = dict(np.load(f"{out}/g.npz"))
+        run(cpu_args + ["-o", f"{out}/g.npz"])
+        cz = dict(np.load(f"{out}/g.npz"))
+        worst = max(float(np.max(np.abs(gz[key].astype(np.float64) - cz[key].astype(np.float64))))
+                    for key in gz if key != "indices")
+        ok = worst <= tol
+        if "indices" in gz:
+            s = np.load(f"{out}/m.npy")
+            gi, cv = gz["indices"], cz["values"]
+            if gi.ndim < s.ndim:  # argmax: one index per row
+                gi, cv = gi[..., None], cv[..., None]
+            same = gi == cz["indices"].reshape(gi.shape)
+            ok = ok and (same.all() or bool(np.all(np.abs(
+                np.take_along_axis(s, gi.astype(np.int64), -1) - cv)[~same] <= tol)))
+        print(f"{'ok ' if ok else 'BAD'} {name}: max |gpu - cpu| = {worst:.3e}")
+        failed += not ok
+    except Exception as e:  # noqa: BLE001 - report and go on
+        print(f"BAD {name}: {e}")
+        failed += 1
+
+
 # "chunks": pairwise only, its sets cut into chunks of ~104 vectors (q: 3 chunks, k: 5), every
 # chunk pair run on the GPU and merged on the host, against the CPU's whole result.
 for dev_extra, label in [([], "whole"), (["--block-bytes", "1200000"], "blocks"),
@@ -72,23 +100,21 @@ for dev_extra, label in [([], "whole"), (["--block-bytes", "1200000"], "blocks")
         check(f"pairwise row mean {name} ({label})", g + pw + fast + ["--row-mean", "-o", f"{out}/rm.npy"],
               c + pw + ["--row-mean", "-o", f"{out}/rm.npy"], ["rm.npy"], max(tol, 1e-5))
         for mode in (["--top-k", "7"], ["--argmax"], ["--greedy"]):
-            try:
-                run(g + pw + fast + mode + ["-o", f"{out}/g.npz"])
-                gz = dict(np.load(f"{out}/g.npz"))
-                run(c + pw + mode + ["-o", f"{out}/g.npz"])
-                cz = dict(np.load(f"{out}/g.npz"))
-                worst = max(float(np.max(np.abs(gz[key].astype(np.float64) - cz[key].astype(np.float64))))
-                            for key in gz if key != "indices")
-                ok = worst <= tol
-                if "indices" in gz:
-                    # Indices may differ only where the CPU's values tie within the tolerance.
-                    s = np.load(f"{out}/m.npy")  # the CPU matrix, written just above
-                    same = gz["indices"] == cz["indices"]
-                    ok = ok and (same.all() or bool(np.all(np.abs(
-                        np.take_along_axis(s, gz["indices"], -1) - cz["values"])[~same] <= tol)))
-                print(f"{'ok ' if ok else 'BAD'} pairwise {' '.join(mode)} {name} ({label}): max |gpu - cpu| = {worst:.3e}")
-                failed += not ok
-            except Exception as e:  # noqa: BLE001
-                print(f"BAD pairwise {' '.join(mode)} {name} ({label}): {e}")
-                failed += 1
+            check_npz(f"pairwise {' '.join(mode)} {name} ({label})", g + pw + fast + mode, c + pw + mode, tol)
+
+# Chunks of a batched set [3, 150, 96] against one shared cols-layout set [96, 517]: the
+# pipeline keeps a chunk on the device across pairs and batches (the shared set's chunks are
+# the same in every batch), and gathers the cols set's columns into its pinned buffers.
+np.save(f"{out}/qb.npy", r.standard_normal((3, 150, 96), dtype=np.float32))
+np.save(f"{out}/kc.npy", np.ascontiguousarray(np.load(f"{out}/k.npy").T))
+g, c = ["--device", "cuda", "--block-bytes", "40000"], ["--device", "cpu"]
+pw = ["pairwise", f"{out}/qb.npy", f"{out}/kc.npy", "--layout-b", "cols"]
+check("pairwise batched x shared cols matrix (chunks)", g + pw + ["--budget", "20000", "-o", f"{out}/m.npy"],
+      c + pw + ["-o", f"{out}/m.npy"], ["m.npy"], 2e-6)
+check("pairwise batched x shared cols row mean (chunks)", g + pw + ["--row-mean", "-o", f"{out}/rm.npy"],
+      c + pw + ["--row-mean", "-o", f"{out}/rm.npy"], ["rm.npy"], 1e-5)
+for fast, tol in [([], 2e-6), (["--fast"], 5e-3)]:
+    for mode in (["--top-k", "7"], ["--argmax"], ["--greedy"]):
+        name = f"pairwise batched x shared cols {' '.join(mode)} {'fast' if fast else 'exact'} (chunks)"
+        check_npz(name, g + pw + fast + mode, c + pw + mode, tol)
 sys.exit(1 if failed else 0)

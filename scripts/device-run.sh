@@ -57,6 +57,9 @@ if want cli; then
   echo "== cosim command on the GPU vs the CPU"
   timeout 120 python3 scripts/device-cli-check.py $B/cosim /tmp/cosim-cli \
     | tee "$OUT/cli.log" || status=1
+  echo "== chunked pairwise against whole, end to end"
+  timeout 90 python3 scripts/device-chunk-timing.py $B/cosim /tmp/cosim-timing \
+    | tee "$OUT/chunk-timing.log" || status=1
 fi
 
 if want bench; then

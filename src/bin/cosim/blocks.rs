@@ -316,30 +316,11 @@ fn on_cpu<T: Compute>(
 mod gpu {
     use super::{Blocks, Op};
     use crate::dtype::Compute;
+    use crate::pinned::pinned;
     use cosim::cuda::Cuda;
-    use cosim::cudarc::driver::{CudaContext, CudaSlice, CudaStream, PinnedHostSlice};
+    use cosim::cudarc::driver::{CudaSlice, CudaStream, PinnedHostSlice};
     use std::ops::Range;
     use std::sync::Arc;
-
-    /// Pinned host buffer of `len` elements, zeroed.
-    fn pinned<T: Compute>(
-        ctx: &Arc<CudaContext>,
-        len: usize,
-        write_combined: bool,
-    ) -> cosim::Result<PinnedHostSlice<T>> {
-        let flags = if write_combined {
-            cosim::cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED
-        } else {
-            0
-        };
-        // SAFETY: the allocation is uninitialised; it is zeroed through a raw pointer below
-        // before any reference to its elements exists.
-        let mut h = unsafe { ctx.alloc_pinned_with_flags::<T>(len.max(1), flags) }?;
-        let p = h.as_mut_ptr()?;
-        // SAFETY: `p` points to `len.max(1)` elements just allocated and owned by `h`.
-        unsafe { std::ptr::write_bytes(p, 0, len.max(1)) };
-        Ok(h)
-    }
 
     /// One input's buffers: staged and uploaded per block when cut, resident when whole.
     enum Input<T: Compute> {

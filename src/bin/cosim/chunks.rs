@@ -1,16 +1,21 @@
 //! `cosim pairwise` on sets too large for the GPU: the sets are cut into chunks of whole
-//! vectors (set A's chunks are blocks of rows of the matrix, set B's blocks of columns), the
-//! library runs on every chunk pair, one pair after another, and the per-pair results are
-//! merged on the host.
+//! vectors (set A's chunks are blocks of rows of the matrix, set B's blocks of columns), a
+//! runner computes every chunk pair, and the per-pair results are merged on the host.
 //!
-//! Every chunk pair is a plain (unbatched) [`PairPlan`] built on the chunk's own buffer; a
-//! batched job is run batch by batch. A chunk of a rows-layout set (`[N, D]`) is a contiguous
-//! slice of the input and is used in place; a chunk of a cols-layout set (`[D, N]`) is not
-//! contiguous, so its columns are copied into a contiguous `[D, n_c]` host buffer first.
+//! Every chunk pair is a plain (unbatched) [`PairPlan`] on the chunk's own buffer; a batched
+//! job is run batch by batch. A chunk of a rows-layout set (`[N, D]`) is a contiguous slice
+//! of the input; a chunk of a cols-layout set (`[D, N]`) is not, so its columns are gathered
+//! into a contiguous `[D, n_c]` buffer.
+//!
+//! The pairs are listed batch by batch, A's chunks outside, B's inside, and a runner
+//! ([`Backend::run_pairs`]) hands their results back in that order: [`serial`] one pair after
+//! another through the backend's whole-set calls (the CPU), or the GPU's pipeline
+//! (`crate::pipeline`), which stages and uploads the next pair's chunks while the current
+//! pair computes.
 //!
 //! The merges:
 //! - matrix: each chunk of A's row block `[rows, M]` is assembled on the host from its
-//!   pieces and appended to the streamed `.npy`;
+//!   pieces and handed on (to the streamed `.npy`);
 //! - top-k and argmax: the top `min(k, m_c)` of every chunk of B (indices offset by the
 //!   chunk's start) are merged per row in [`outranks`] order (values compared as the
 //!   library's `T` widened to f64, equal values to the lower global index): exactly the
@@ -22,15 +27,19 @@
 //!   chunks, then the weighted means in f64 as the CPU backend forms them. The maxima are of
 //!   the results in `T` (the library's CPU backend takes them in its accumulator type, the
 //!   same for f32 and f64, wider for f16 and bf16).
-//!
-//! Chunk pairs run one after another: host→device copies do not overlap compute yet.
+
+mod pairs;
+#[cfg(feature = "cuda")]
+pub mod pipeline;
+
+pub use pairs::{serial, Done, PairOp, PairWork};
 
 use crate::dtype::Compute;
 use crate::error::{CliError, Result};
 use crate::pairwise::Backend;
-use cosim::pairwise::{f1, outranks, Layout, PairPlan, SetScores, TopK};
+use cosim::pairwise::{f1, outranks, PairPlan, SetScores, TopK};
 use cosim::Element;
-use std::borrow::Cow;
+use pairs::{PairJob, PairOut, Sets};
 use std::ops::Range;
 
 /// Vectors per chunk of each set.
@@ -46,7 +55,9 @@ impl Chunks {
     /// Chunks of whole vectors of at most `bytes` each (at least one vector), with
     /// `elem_bytes` per value; `None` when each set fits in one chunk (then the job runs
     /// whole). `rows_cap` further limits A's chunks (the matrix mode's `--budget`, so that
-    /// an assembled row block stays within it).
+    /// an assembled row block stays within it). A set's chunks are the fewest the limit
+    /// allows, each as small as that count allows (100 vectors at most 99 per chunk: 50 and
+    /// 50, not 99 and 1), so that a runner's fixed-size buffers are nearly full on every pair.
     pub fn plan(
         plan: &PairPlan,
         bytes: usize,
@@ -58,11 +69,19 @@ impl Chunks {
         if per >= plan.n && per >= plan.m {
             return None;
         }
+        let cap = rows_cap.unwrap_or(usize::MAX).max(1);
         Some(Chunks {
-            a: per.min(plan.n).min(rows_cap.unwrap_or(usize::MAX)).max(1),
-            b: per.min(plan.m),
+            a: even(plan.n, per.min(cap)),
+            b: even(plan.m, per),
         })
     }
+}
+
+/// The size of the fewest chunks of at most `per` (≥ 1) that cover `total`, made even.
+fn even(total: usize, per: usize) -> usize {
+    let per = per.max(1);
+    let count = total.div_ceil(per).max(1);
+    total.div_ceil(count).max(1)
 }
 
 /// The consecutive ranges of at most `per` (≥ 1) of `0..total`.
@@ -73,56 +92,10 @@ fn ranges(total: usize, per: usize) -> impl Iterator<Item = Range<usize>> {
         .map(move |s| s..(s + per).min(total))
 }
 
-/// One set, as the plan reads it.
-struct SetView<'a, T> {
-    data: &'a [T],
-    layout: Layout,
-    /// Vectors per batch.
-    count: usize,
-    d: usize,
-    /// Elements between batches; 0 for a set shared by all batches.
-    batch_stride: usize,
-}
-
-impl<'a, T: Copy> SetView<'a, T> {
-    /// Vectors `r` of `batch`: a slice of the input for rows, a copy `[D, r.len()]` for
-    /// columns; and the chunk's shape.
-    fn chunk(&self, batch: usize, r: &Range<usize>) -> (Cow<'a, [T]>, Vec<usize>) {
-        let off = batch * self.batch_stride;
-        let d = self.d;
-        match self.layout {
-            Layout::Rows => (
-                Cow::Borrowed(&self.data[off + r.start * d..off + r.end * d]),
-                vec![r.len(), d],
-            ),
-            Layout::Cols => {
-                let mut v = Vec::with_capacity(d * r.len());
-                for k in 0..d {
-                    let s = off + k * self.count;
-                    v.extend_from_slice(&self.data[s + r.start..s + r.end]);
-                }
-                (Cow::Owned(v), vec![d, r.len()])
-            }
-        }
-    }
-}
-
-/// One chunk pair, ready for a library call.
-struct Pair<'a, T: Clone> {
-    plan: PairPlan,
-    a: Cow<'a, [T]>,
-    b: Cow<'a, [T]>,
-    /// The chunks' shapes, for the swapped plan (B's chunk as the rows: greedy's column
-    /// maxima).
-    a_shape: Vec<usize>,
-    b_shape: Vec<usize>,
-}
-
 /// A job run chunk pair by chunk pair on a backend.
 pub struct Chunked<'a, T> {
     plan: &'a PairPlan,
-    a: SetView<'a, T>,
-    b: SetView<'a, T>,
+    sets: Sets<'a, T>,
     chunks: Chunks,
     backend: &'a dyn Backend<T>,
     /// Called after each chunk pair with (pairs done, pairs in all).
@@ -143,65 +116,57 @@ impl<'a, T: Compute> Chunked<'a, T> {
         on_pair: &'a dyn Fn(usize, usize),
     ) -> cosim::Result<Chunked<'a, T>> {
         plan.check_inputs(a.len(), b.len())?;
-        let view = |data, layout, count, batch_stride| SetView {
-            data,
-            layout,
-            count,
-            d: plan.d,
-            batch_stride,
-        };
         Ok(Chunked {
             plan,
-            a: view(a, plan.a_layout, plan.n, plan.a.batch),
-            b: view(b, plan.b_layout, plan.m, plan.b.batch),
+            sets: Sets::new(plan, a, b),
             chunks,
             backend,
             on_pair,
         })
     }
 
-    /// Chunk pairs in all (over all batches).
-    fn pairs(&self) -> usize {
-        let a = self.plan.n.div_ceil(self.chunks.a);
-        let b = self.plan.m.div_ceil(self.chunks.b);
-        self.plan.batch * a * b
+    /// Every chunk pair: batch by batch, A's chunks outside, B's inside.
+    fn jobs(&self) -> Vec<PairJob> {
+        let mut jobs = Vec::new();
+        for batch in 0..self.plan.batch {
+            for a in ranges(self.plan.n, self.chunks.a) {
+                for b in ranges(self.plan.m, self.chunks.b) {
+                    jobs.push(PairJob {
+                        batch,
+                        a: a.clone(),
+                        b,
+                    });
+                }
+            }
+        }
+        jobs
     }
 
-    /// A's chunks of one batch.
-    fn a_ranges(&self) -> impl Iterator<Item = Range<usize>> {
-        ranges(self.plan.n, self.chunks.a)
-    }
-
-    /// B's chunks of one batch.
-    fn b_ranges(&self) -> impl Iterator<Item = Range<usize>> {
-        ranges(self.plan.m, self.chunks.b)
-    }
-
-    /// The chunk pair (vectors `ra` of A, `rb` of B) of `batch`, with its plan.
-    fn pair(&self, batch: usize, ra: &Range<usize>, rb: &Range<usize>) -> Result<Pair<'a, T>> {
-        let (a, a_shape) = self.a.chunk(batch, ra);
-        let (b, b_shape) = self.b.chunk(batch, rb);
-        let plan = self.chunk_plan(&a_shape, self.plan.a_layout, &b_shape, self.plan.b_layout)?;
-        Ok(Pair {
-            plan,
-            a,
-            b,
-            a_shape,
-            b_shape,
-        })
-    }
-
-    /// A plan for two chunks with the job's eps and precision.
-    fn chunk_plan(
+    /// Runs `op` on every chunk pair through the backend's runner, handing each pair's
+    /// results to `merge` with its job, and checks that they come back in order, each pair
+    /// whole, and all of them.
+    fn run(
         &self,
-        a_shape: &[usize],
-        la: Layout,
-        b_shape: &[usize],
-        lb: Layout,
-    ) -> Result<PairPlan> {
-        Ok(PairPlan::new(a_shape, la, b_shape, lb)?
-            .eps(Some(self.plan.eps))?
-            .precision(self.plan.precision))
+        op: PairOp,
+        merge: &mut dyn FnMut(&PairJob, PairOut<'_, T>) -> Result<()>,
+    ) -> Result<()> {
+        let jobs = self.jobs();
+        let mut order = InOrder::new(jobs.len());
+        let work = PairWork {
+            sets: &self.sets,
+            op,
+            chunks: self.chunks,
+            jobs: &jobs,
+        };
+        self.backend.run_pairs(&work, &mut |i, out| {
+            let job = order.check(i, &jobs)?;
+            merge(job, out)?;
+            if out.last {
+                (self.on_pair)(order.finish_pair(), jobs.len());
+            }
+            Ok(())
+        })?;
+        order.all_done()
     }
 
     /// The matrix: for every batch and every chunk of A, its row block `[rows, M]`
@@ -210,29 +175,33 @@ impl<'a, T: Compute> Chunked<'a, T> {
     /// # Errors
     /// Library and device failures, and whatever `f` returns.
     pub fn matrix(&self, budget: usize, f: &mut dyn FnMut(&[T]) -> Result<()>) -> Result<()> {
-        let (m, total) = (self.plan.m, self.pairs());
-        let mut done = 0;
-        for batch in 0..self.plan.batch {
-            for ra in self.a_ranges() {
-                let mut block = vec![T::round_f64(0.0); ra.len() * m];
-                for rb in self.b_ranges() {
-                    let p = self.pair(batch, &ra, &rb)?;
-                    let width = rb.len();
-                    self.backend
-                        .matrix_blocks(&p.plan, &p.a, &p.b, budget, &mut |blk| {
-                            for (r, piece) in blk.values.chunks(width.max(1)).enumerate() {
-                                let at = (blk.row + r) * m + rb.start;
-                                block[at..at + width].copy_from_slice(piece);
-                            }
-                            Ok(())
-                        })?;
-                    done += 1;
-                    (self.on_pair)(done, total);
-                }
+        let m = self.plan.m;
+        let mut block = Vec::new();
+        self.run(PairOp::Matrix { budget }, &mut |job, out| {
+            if job.b.start == 0 && out.row == 0 {
+                block.clear();
+                block.resize(job.a.len() * m, T::round_f64(0.0));
+            }
+            let width = job.b.len();
+            if out.values.len() % width.max(1) != 0 {
+                return Err(CliError::runtime(
+                    "internal: a matrix piece is not whole rows",
+                ));
+            }
+            for (r, piece) in out.values.chunks(width.max(1)).enumerate() {
+                let at = (out.row + r) * m + job.b.start;
+                block
+                    .get_mut(at..at + width)
+                    .ok_or_else(|| {
+                        CliError::runtime("internal: a matrix piece falls outside its block")
+                    })?
+                    .copy_from_slice(piece);
+            }
+            if out.last && job.b.end == m {
                 f(&block)?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The top `k` of every row (`Some(k)`, shape `[B?, N, k]`), or each row's argmax
@@ -241,46 +210,44 @@ impl<'a, T: Compute> Chunked<'a, T> {
     /// # Errors
     /// Library and device failures; an index past `u32` (refused by the library first).
     pub fn best(&self, k: Option<usize>) -> Result<TopK<Vec<T>, Vec<u32>>> {
-        let (plan, total) = (self.plan, self.pairs());
-        let (shape, kk) = match k {
-            Some(k) => (plan.top_k_shape(k), k),
-            None => (plan.row_shape(), 1),
+        let plan = self.plan;
+        let (shape, kk, op) = match k {
+            Some(k) => (plan.top_k_shape(k), k, PairOp::TopK(k)),
+            None => (plan.row_shape(), 1, PairOp::Argmax),
         };
         let len = plan.batch * plan.n * kk;
         let mut values = Vec::with_capacity(len);
         let mut indices = Vec::with_capacity(len);
-        let mut done = 0;
         let mut merged = Vec::with_capacity(kk);
-        for batch in 0..plan.batch {
-            for ra in self.a_ranges() {
-                // The best so far of every row of this chunk of A, sorted, global indices.
-                let mut best: Vec<Vec<(T, u32)>> = vec![Vec::with_capacity(kk); ra.len()];
-                for rb in self.b_ranges() {
-                    let p = self.pair(batch, &ra, &rb)?;
-                    let kc = kk.min(rb.len());
-                    let t = match k {
-                        Some(_) => self.backend.top_k(&p.plan, &p.a, &p.b, kc)?,
-                        None => self.backend.argmax(&p.plan, &p.a, &p.b)?,
-                    };
-                    let offset = u32::try_from(rb.start)
-                        .map_err(|_| CliError::runtime("a column index does not fit in 32 bits"))?;
-                    for (row, (v, i)) in best
-                        .iter_mut()
-                        .zip(t.values.chunks(kc).zip(t.indices.chunks(kc)))
-                    {
-                        merge_sorted(row, v, i, offset, kk, &mut merged);
-                    }
-                    done += 1;
-                    (self.on_pair)(done, total);
-                }
-                for row in best {
-                    for (v, i) in row {
-                        values.push(v);
-                        indices.push(i);
-                    }
+        // The best so far of every row of the current chunk of A, sorted, global indices.
+        let mut best: Vec<Vec<(T, u32)>> = Vec::new();
+        self.run(op, &mut |job, out| {
+            if job.b.start == 0 {
+                best.clear();
+                best.resize_with(job.a.len(), || Vec::with_capacity(kk));
+            }
+            let kc = kk.min(job.b.len());
+            let offset = u32::try_from(job.b.start)
+                .map_err(|_| CliError::runtime("a column index does not fit in 32 bits"))?;
+            if out.values.len() != job.a.len() * kc || out.indices.len() != out.values.len() {
+                return Err(CliError::runtime(
+                    "internal: a chunk pair's top list has the wrong length",
+                ));
+            }
+            for (row, (v, i)) in best
+                .iter_mut()
+                .zip(out.values.chunks(kc).zip(out.indices.chunks(kc)))
+            {
+                merge_sorted(row, v, i, offset, kk, &mut merged);
+            }
+            if job.b.end == plan.m {
+                for (v, i) in best.iter().flatten() {
+                    values.push(*v);
+                    indices.push(*i);
                 }
             }
-        }
+            Ok(())
+        })?;
         if values.len() != len {
             return Err(CliError::runtime(
                 "internal: the merged top-k has the wrong length",
@@ -298,26 +265,25 @@ impl<'a, T: Compute> Chunked<'a, T> {
     /// # Errors
     /// Library and device failures.
     pub fn row_mean(&self) -> Result<Vec<T>> {
-        let (plan, total) = (self.plan, self.pairs());
+        let plan = self.plan;
         let mut out = Vec::with_capacity(plan.batch * plan.n);
-        let mut done = 0;
-        for batch in 0..plan.batch {
-            for ra in self.a_ranges() {
-                let mut acc = vec![0f64; ra.len()];
-                for rb in self.b_ranges() {
-                    let p = self.pair(batch, &ra, &rb)?;
-                    let v = self.backend.row_mean(&p.plan, &p.a, &p.b)?;
-                    let w = rb.len() as f64;
-                    for (s, v) in acc.iter_mut().zip(v) {
-                        *s += w * v.to_f64();
-                    }
-                    done += 1;
-                    (self.on_pair)(done, total);
-                }
+        let mut acc = Vec::new();
+        self.run(PairOp::RowMean, &mut |job, r| {
+            if job.b.start == 0 {
+                acc.clear();
+                acc.resize(job.a.len(), 0f64);
+            }
+            expect_len(r.values.len(), job.a.len(), "row means")?;
+            let w = job.b.len() as f64;
+            for (s, v) in acc.iter_mut().zip(r.values) {
+                *s += w * v.to_f64();
+            }
+            if job.b.end == plan.m {
                 let m = plan.m as f64;
                 out.extend(acc.iter().map(|&s| T::round_f64(s / m)));
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -327,35 +293,33 @@ impl<'a, T: Compute> Chunked<'a, T> {
     /// # Errors
     /// Library and device failures.
     pub fn mean(&self) -> Result<Vec<T>> {
-        let (plan, total) = (self.plan, self.pairs());
+        let plan = self.plan;
         let mut out = Vec::with_capacity(plan.batch);
-        let mut done = 0;
-        for batch in 0..plan.batch {
-            let mut acc = 0f64;
-            for ra in self.a_ranges() {
-                for rb in self.b_ranges() {
-                    let p = self.pair(batch, &ra, &rb)?;
-                    let v = self.backend.mean(&p.plan, &p.a, &p.b)?;
-                    let w = (ra.len() * rb.len()) as f64;
-                    acc += v.iter().map(|v| w * v.to_f64()).sum::<f64>();
-                    done += 1;
-                    (self.on_pair)(done, total);
-                }
+        let mut acc = 0f64;
+        self.run(PairOp::Mean, &mut |job, r| {
+            if job.a.start == 0 && job.b.start == 0 {
+                acc = 0.0;
             }
-            out.push(T::round_f64(acc / (plan.n as f64 * plan.m as f64)));
-        }
+            expect_len(r.values.len(), 1, "mean")?;
+            let w = (job.a.len() * job.b.len()) as f64;
+            acc += r.values.iter().map(|v| w * v.to_f64()).sum::<f64>();
+            if job.a.end == plan.n && job.b.end == plan.m {
+                out.push(T::round_f64(acc / (plan.n as f64 * plan.m as f64)));
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 
-    /// Greedy matching: the row maxima (argmax of every chunk pair) and column maxima
-    /// (argmax of every swapped chunk pair), taken across chunks, then precision, recall
-    /// and f1 per batch as [`cosim::cpu::set_similarity`] forms them. The weights, when
-    /// given, hold one value per vector of their set (all batches of it).
+    /// Greedy matching: the row maxima and column maxima of every chunk pair, taken across
+    /// chunks, then precision, recall and f1 per batch as [`cosim::cpu::set_similarity`]
+    /// forms them. The weights, when given, hold one value per vector of their set (all
+    /// batches of it).
     ///
     /// # Errors
     /// Library and device failures.
     pub fn greedy(&self, wa: Option<&[T]>, wb: Option<&[T]>) -> Result<SetScores<Vec<T>>> {
-        let (plan, total) = (self.plan, self.pairs());
+        let plan = self.plan;
         let (n, m) = (plan.n, plan.m);
         plan.check_weights(wa.map(<[T]>::len), wb.map(<[T]>::len))?;
         let mut s = SetScores {
@@ -364,31 +328,87 @@ impl<'a, T: Compute> Chunked<'a, T> {
             f1: Vec::with_capacity(plan.batch),
             shape: plan.batch_shape(),
         };
-        let mut done = 0;
-        for batch in 0..plan.batch {
-            let mut rows = vec![f64::NEG_INFINITY; n];
-            let mut cols = vec![f64::NEG_INFINITY; m];
-            for ra in self.a_ranges() {
-                for rb in self.b_ranges() {
-                    let p = self.pair(batch, &ra, &rb)?;
-                    let t = self.backend.argmax(&p.plan, &p.a, &p.b)?;
-                    max_into(&mut rows[ra.clone()], &t.values);
-                    let swapped =
-                        self.chunk_plan(&p.b_shape, plan.b_layout, &p.a_shape, plan.a_layout)?;
-                    let t = self.backend.argmax(&swapped, &p.b, &p.a)?;
-                    max_into(&mut cols[rb.clone()], &t.values);
-                    done += 1;
-                    (self.on_pair)(done, total);
-                }
+        let mut rows = vec![f64::NEG_INFINITY; n];
+        let mut cols = vec![f64::NEG_INFINITY; m];
+        self.run(PairOp::Greedy, &mut |job, r| {
+            if job.a.start == 0 && job.b.start == 0 {
+                rows.fill(f64::NEG_INFINITY);
+                cols.fill(f64::NEG_INFINITY);
             }
-            let own = |stride: usize, count: usize| if stride == 0 { 0 } else { batch * count };
-            let p = weighted_mean(&rows, wa.map(|w| &w[own(plan.a.batch, n)..][..n]));
-            let r = weighted_mean(&cols, wb.map(|w| &w[own(plan.b.batch, m)..][..m]));
-            s.precision.push(<T as Element>::from_f64(p));
-            s.recall.push(<T as Element>::from_f64(r));
-            s.f1.push(<T as Element>::from_f64(f1(p, r)));
-        }
+            expect_len(r.values.len(), job.a.len(), "row maxima")?;
+            expect_len(r.cols.len(), job.b.len(), "column maxima")?;
+            max_into(&mut rows[job.a.clone()], r.values);
+            max_into(&mut cols[job.b.clone()], r.cols);
+            if job.a.end == n && job.b.end == m {
+                let own = |stride: usize, count: usize| {
+                    if stride == 0 {
+                        0
+                    } else {
+                        job.batch * count
+                    }
+                };
+                let p = weighted_mean(&rows, wa.map(|w| &w[own(plan.a.batch, n)..][..n]));
+                let r = weighted_mean(&cols, wb.map(|w| &w[own(plan.b.batch, m)..][..m]));
+                s.precision.push(<T as Element>::from_f64(p));
+                s.recall.push(<T as Element>::from_f64(r));
+                s.f1.push(<T as Element>::from_f64(f1(p, r)));
+            }
+            Ok(())
+        })?;
         Ok(s)
+    }
+}
+
+/// An internal error unless a chunk pair's result has the length its pair implies.
+fn expect_len(got: usize, want: usize, what: &str) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(CliError::runtime(format!(
+            "internal: a chunk pair's {what} hold {got} values, not {want}"
+        )))
+    }
+}
+
+/// Checks that a runner hands results back as its contract says: pair by pair in order,
+/// each pair whole (its pieces in a row), and every pair.
+#[derive(Debug)]
+struct InOrder {
+    next: usize,
+    total: usize,
+}
+
+impl InOrder {
+    fn new(total: usize) -> InOrder {
+        InOrder { next: 0, total }
+    }
+
+    /// The job of pair `i`, or an internal error unless `i` is the pair due.
+    fn check<'j>(&self, i: usize, jobs: &'j [PairJob]) -> Result<&'j PairJob> {
+        jobs.get(i).filter(|_| i == self.next).ok_or_else(|| {
+            CliError::runtime(format!(
+                "internal: chunk pair {i}'s results came back when pair {} was due",
+                self.next
+            ))
+        })
+    }
+
+    /// Marks the pair due as whole; returns the pairs done.
+    fn finish_pair(&mut self) -> usize {
+        self.next += 1;
+        self.next
+    }
+
+    /// An internal error unless every pair came back.
+    fn all_done(&self) -> Result<()> {
+        if self.next == self.total {
+            Ok(())
+        } else {
+            Err(CliError::runtime(format!(
+                "internal: {} of {} chunk pairs came back",
+                self.next, self.total
+            )))
+        }
     }
 }
 
@@ -458,6 +478,33 @@ fn merge_sorted<T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cosim::pairwise::Layout;
+
+    #[test]
+    fn results_must_come_back_in_order_and_all() {
+        let job = |batch| PairJob {
+            batch,
+            a: 0..1,
+            b: 0..1,
+        };
+        let jobs = [job(0), job(1), job(2)];
+        let mut o = InOrder::new(3);
+        assert!(o.check(1, &jobs).is_err());
+        assert_eq!(o.check(0, &jobs).unwrap(), &jobs[0]);
+        // A matrix pair in pieces: the same pair again until its last piece.
+        assert!(o.check(0, &jobs).is_ok());
+        assert_eq!(o.finish_pair(), 1);
+        assert!(o.check(0, &jobs).is_err());
+        assert!(o.check(2, &jobs).is_err());
+        assert!(o.check(1, &jobs).is_ok());
+        o.finish_pair();
+        assert!(o.all_done().is_err());
+        assert!(o.check(3, &jobs).is_err());
+        o.check(2, &jobs).unwrap();
+        o.finish_pair();
+        o.all_done().unwrap();
+        assert!(o.check(3, &jobs).is_err());
+    }
 
     #[test]
     fn ranges_cover_with_a_short_last() {
@@ -477,30 +524,36 @@ mod tests {
     }
 
     #[test]
-    fn chunks_hold_whole_vectors() {
+    fn chunks_hold_whole_vectors_evenly() {
         let p = PairPlan::new(&[5, 4], Layout::Rows, &[4, 7], Layout::Cols).unwrap();
+        // 2 vectors of 16 bytes fit: 5 -> 2, 2, 1 (already even); 7 -> 4 chunks of 2.
         assert_eq!(Chunks::plan(&p, 32, 4, None), Some(Chunks { a: 2, b: 2 }));
+        // 3 fit: 5 -> 3, 2; 7 -> 3 chunks of 3 (3, 3, 1).
+        assert_eq!(Chunks::plan(&p, 48, 4, None), Some(Chunks { a: 3, b: 3 }));
+        // 4 fit: 5 -> 2 chunks of 3; 7 -> 2 chunks of 4.
+        assert_eq!(Chunks::plan(&p, 64, 4, None), Some(Chunks { a: 3, b: 4 }));
         assert_eq!(Chunks::plan(&p, 1, 4, None), Some(Chunks { a: 1, b: 1 }));
         assert_eq!(Chunks::plan(&p, 1 << 20, 4, None), None);
         assert_eq!(Chunks::plan(&p, 1 << 20, 4, Some(2)), None);
         assert_eq!(
             Chunks::plan(&p, 16 * 5, 4, Some(2)),
-            Some(Chunks { a: 2, b: 5 })
+            Some(Chunks { a: 2, b: 4 })
         );
     }
 
     #[test]
-    fn a_cols_chunk_is_copied_contiguous() {
-        // [D=2, N=3] columns: vector j is (x[j], x[3 + j]).
-        let x = [0, 1, 2, 10, 11, 12];
-        let v = SetView {
-            data: &x[..],
-            layout: Layout::Cols,
-            count: 3,
-            d: 2,
-            batch_stride: 0,
-        };
-        let (c, shape) = v.chunk(0, &(1..3));
-        assert_eq!((&*c, shape), (&[1, 2, 11, 12][..], vec![2, 2]));
+    fn even_chunks_are_the_fewest_and_within_the_limit() {
+        for total in 1..60 {
+            for per in 1..20 {
+                let e = even(total, per);
+                let count = total.div_ceil(per);
+                assert!(e <= per && e >= 1, "{total} {per} {e}");
+                assert_eq!(total.div_ceil(e), count, "{total} {per} {e}");
+            }
+        }
+        assert_eq!(even(7, 3), 3);
+        assert_eq!(even(10, 4), 4);
+        assert_eq!(even(9, 4), 3);
+        assert_eq!(even(100, 99), 50);
     }
 }

@@ -67,6 +67,14 @@ impl From<cosim::Error> for CliError {
     }
 }
 
+#[cfg(feature = "cuda")]
+impl From<cosim::cudarc::driver::DriverError> for CliError {
+    /// A driver failure (out of pinned memory, a failed copy): a runtime failure.
+    fn from(e: cosim::cudarc::driver::DriverError) -> CliError {
+        cosim::Error::from(e).into()
+    }
+}
+
 /// The exit code a library error maps to.
 pub fn library_code(e: &cosim::Error) -> u8 {
     use cosim::Error as E;

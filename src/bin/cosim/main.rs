@@ -21,6 +21,8 @@ mod npy;
 mod options;
 mod output;
 mod pairwise;
+#[cfg(feature = "cuda")]
+mod pinned;
 mod progress;
 mod suite;
 

@@ -11,7 +11,7 @@
 //! `--block-bytes` forces it) are cut into chunks and run chunk pair by chunk pair, the
 //! results merged on the host: see [`crate::chunks`].
 
-use crate::chunks::{Chunked, Chunks};
+use crate::chunks::{Chunked, Chunks, Done, PairWork};
 use crate::dtype::{with_dtype, Compute};
 use crate::error::{CliError, Result};
 use crate::inputs::Inputs;
@@ -64,12 +64,13 @@ the score BERTScore reports for two texts given as token embeddings.
 Sets larger than the GPU: when the two sets (with the call's outputs and scratch) would not
 fit in the GPU's free memory, they are cut into chunks of whole vectors (A's chunks are
 blocks of rows of S, B's blocks of columns; a chunk of a --layout cols set is copied into a
-contiguous buffer on the host), every chunk pair runs in turn and the results are merged on
-the host. The matrix, --top-k and --argmax are exactly the whole results (ties still go to
-the lower index); --row-mean, --mean and --greedy combine the per-chunk results (means
-weighted by the chunks' sizes, maxima taken across chunks), equal to the whole results up
-to rounding. Chunk pairs run one after another, each uploading its two chunks (copies do
-not yet overlap compute).
+contiguous buffer on the host), every chunk pair runs and the results are merged on the
+host. The matrix, --top-k and --argmax are exactly the whole results (ties still go to the
+lower index); --row-mean, --mean and --greedy combine the per-chunk results (means weighted
+by the chunks' sizes, maxima taken across chunks), equal to the whole results up to
+rounding. On the GPU two chunk pairs are in flight on two streams: while one computes, the
+next one's chunks are read, staged in pinned memory and uploaded, and a chunk already on
+the device is not uploaded again.
 
 Device: on the GPU the inputs are uploaded once (when they fit); f16, bf16 and f32 run
 there, float64 runs on the CPU (with a note; --dtype f32 moves it to the GPU). --fast uses
@@ -531,7 +532,7 @@ fn write_scores<T: Compute>(o: &mut Output, s: &SetScores<Vec<T>>) -> Result<()>
 
 /// The pairwise functions of one backend, on host buffers: the inputs go in as slices and
 /// the results come back as host vectors (a GPU backend uploads and downloads). The
-/// chunked path ([`crate::chunks`]) calls them once per chunk pair.
+/// chunked path ([`crate::chunks`]) runs its chunk pairs through [`Backend::run_pairs`].
 pub trait Backend<T> {
     /// `CPU` or the GPU's name, for the progress line.
     fn name(&self) -> String;
@@ -567,6 +568,18 @@ pub trait Backend<T> {
         wa: Option<&[T]>,
         wb: Option<&[T]>,
     ) -> cosim::Result<SetScores<Vec<T>>>;
+    /// Runs the chunked path's chunk pairs and hands each pair's results to `done`, in the
+    /// order of `work.jobs`; by default one pair after another through the calls above
+    /// ([`crate::chunks::serial`]).
+    ///
+    /// # Errors
+    /// Library and device failures, and whatever `done` returns.
+    fn run_pairs(&self, work: &PairWork<'_, T>, done: &mut Done<'_, T>) -> Result<()>
+    where
+        T: Compute,
+    {
+        crate::chunks::serial(self, work, done)
+    }
 }
 
 /// The CPU backend: `cosim::cpu`'s pairwise functions.
@@ -627,6 +640,7 @@ impl<T: Compute> Backend<T> for Cpu {
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::{Backend, Mode};
+    use crate::chunks::{Done, PairWork};
     use crate::dtype::Compute;
     use crate::error::Result;
     use cosim::cuda::{Cuda, PairElement};
@@ -636,7 +650,8 @@ mod gpu {
     /// A CUDA device running the pairwise kernels.
     pub struct Gpu<'a>(pub &'a Cuda);
 
-    /// Chunks on the GPU are at most this large per set.
+    /// Chunks on the GPU are at most this large per set (each of the pipeline's two slots
+    /// holds one of each set, in device memory and in pinned host memory).
     const GPU_CHUNK_BYTES: usize = 256 << 20;
 
     /// The bytes per chunk of each set when the job would not fit in the GPU's free memory
@@ -680,13 +695,27 @@ mod gpu {
         if job <= usable {
             return None;
         }
-        // Two set chunks, the chunk pair's outputs and scratch share what is usable.
-        Some((usable / 4).clamp(1, GPU_CHUNK_BYTES))
+        // The pipeline's two slots each hold a chunk of each set and one pair's outputs and
+        // scratch: a matrix piece of at most `budget` bytes, or top-k's lists (at most
+        // TOPK_SCRATCH_BYTES) and results. The four chunks share what is left, with a
+        // third of it kept for the per-vector scratch and allocator slack.
+        let per_slot = match mode {
+            Mode::Matrix(_) => budget,
+            Mode::TopK(..) => 2 * cosim::cuda::TOPK_SCRATCH_BYTES,
+            _ => 0,
+        };
+        let left = usable.saturating_sub(2 * per_slot);
+        Some((left / 6).clamp(1, GPU_CHUNK_BYTES))
     }
 
     impl<T: Compute + PairElement> Backend<T> for Gpu<'_> {
         fn name(&self) -> String {
             Device::Cuda(self.0.clone()).describe()
+        }
+
+        /// Chunk pairs run through the two-stream pipeline ([`crate::chunks::pipeline`]).
+        fn run_pairs(&self, work: &PairWork<'_, T>, done: &mut Done<'_, T>) -> Result<()> {
+            crate::chunks::pipeline::run(self.0, work, done)
         }
 
         fn matrix_blocks(

@@ -1,0 +1,240 @@
+//! The GPU's runner for the chunked path's pairs ([`crate::chunks`]): two slots, each with
+//! its own stream, pinned staging buffers and device buffers for one chunk pair. While one
+//! slot's pair computes, the host stages the other slot's chunks (reading the memory-mapped
+//! inputs, gathering a cols-layout set's columns) and queues their upload, so disk reads
+//! and host→device copies overlap the kernels. Results come back through pinned buffers
+//! one pair later, in order.
+//!
+//! A slot keeps the chunks it last uploaded and uploads only a chunk that changes: A's
+//! chunk once per slot for each row of chunk pairs, B's on every pair unless B is one chunk.
+
+use super::pairs::{ChunkKey, Done, PairOp, PairOut, PairWork};
+use crate::dtype::Compute;
+use crate::error::{CliError, Result};
+use crate::pinned::pinned;
+use cosim::cuda::{Cuda, PairElement};
+use cosim::cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice, ValidAsZeroBits,
+};
+use std::sync::Arc;
+
+/// Runs `work`'s chunk pairs on `cuda`'s device, two at a time on two streams of their own,
+/// handing each pair's results to `done` in the order of `work.jobs`.
+///
+/// # Errors
+/// Library and device failures (out of device or pinned memory included), and whatever
+/// `done` returns.
+pub fn run<T: Compute + PairElement>(
+    cuda: &Cuda,
+    work: &PairWork<'_, T>,
+    done: &mut Done<'_, T>,
+) -> Result<()> {
+    let ctx = cuda.stream().context().clone();
+    let mut slots = [Slot::new(&ctx, work)?, Slot::new(&ctx, work)?];
+    for i in 0..work.jobs.len() {
+        let slot = &mut slots[i % 2];
+        // This slot's previous pair (two back) is handed back before its buffers are reused;
+        // the other slot's pair (one back) keeps computing meanwhile.
+        slot.hand_back(work, done)?;
+        slot.launch(work, i)?;
+    }
+    slots.sort_by_key(|s| s.pending);
+    for slot in &mut slots {
+        slot.hand_back(work, done)?;
+    }
+    Ok(())
+}
+
+/// One chunk's buffers in a slot.
+struct Staged<T: Compute> {
+    host: PinnedHostSlice<T>,
+    dev: CudaSlice<T>,
+    /// The chunk the device buffer holds, or will once its queued upload is done.
+    holds: Option<ChunkKey>,
+}
+
+impl<T: Compute> Staged<T> {
+    /// Buffers for chunks of up to `len` elements.
+    fn new(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>, len: usize) -> Result<Staged<T>> {
+        Ok(Staged {
+            host: pinned(ctx, len, true)?,
+            dev: stream.alloc_zeros::<T>(len.max(1))?,
+            holds: None,
+        })
+    }
+
+    /// Makes the device buffer hold chunk `key`: unless it already does, waits until the
+    /// pinned buffer's previous upload is done, lets `fill` write the chunk into it and
+    /// queues its upload on `stream` (after the slot's previous pair, which read the old
+    /// chunk).
+    fn stage(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        key: ChunkKey,
+        fill: impl FnOnce(&mut [T]) -> Result<()>,
+    ) -> Result<()> {
+        if self.holds == Some(key) {
+            return Ok(());
+        }
+        self.holds = None;
+        fill(self.host.as_mut_slice()?)?;
+        stream.memcpy_htod(&self.host, &mut self.dev)?;
+        self.holds = Some(key);
+        Ok(())
+    }
+}
+
+/// A kind of result: a device buffer the `_into` calls write (matrix and top-k only) and
+/// the pinned host buffer it comes back through.
+struct Results<E: DeviceRepr + ValidAsZeroBits> {
+    dev: CudaSlice<E>,
+    host: PinnedHostSlice<E>,
+}
+
+impl<E: DeviceRepr + ValidAsZeroBits> Results<E> {
+    /// Room for `len` results, on the device too when `device`.
+    fn new(
+        ctx: &Arc<CudaContext>,
+        stream: &Arc<CudaStream>,
+        len: usize,
+        device: bool,
+    ) -> Result<Results<E>> {
+        Ok(Results {
+            dev: stream.alloc_zeros::<E>(if device { len.max(1) } else { 1 })?,
+            host: pinned(ctx, len, false)?,
+        })
+    }
+
+    /// The first `len` results that came back, once their copy is done.
+    fn take(&self, len: usize) -> Result<&[E]> {
+        self.host.as_slice()?.get(..len).ok_or_else(|| {
+            CliError::runtime("internal: a chunk pair's results overflow their buffer")
+        })
+    }
+}
+
+/// The lengths of a pair's results: values, indices, column maxima.
+fn result_lens(op: PairOp, rows: usize, cols: usize) -> (usize, usize, usize) {
+    match op {
+        PairOp::Matrix { .. } => (rows * cols, 0, 0),
+        PairOp::TopK(k) => {
+            let n = rows * k.min(cols);
+            (n, n, 0)
+        }
+        PairOp::Argmax => (rows, rows, 0),
+        PairOp::RowMean => (rows, 0, 0),
+        PairOp::Mean => (1, 0, 0),
+        PairOp::Greedy => (rows, 0, cols),
+    }
+}
+
+/// One slot of the pipeline.
+struct Slot<T: Compute> {
+    cuda: Cuda,
+    stream: Arc<CudaStream>,
+    a: Staged<T>,
+    b: Staged<T>,
+    values: Results<T>,
+    indices: Results<u32>,
+    cols: Results<T>,
+    /// The pair this slot launched and has not handed back.
+    pending: Option<usize>,
+}
+
+impl<T: Compute + PairElement> Slot<T> {
+    /// A slot on a new stream, with buffers for the largest chunk pair of `work`.
+    fn new(ctx: &Arc<CudaContext>, work: &PairWork<'_, T>) -> Result<Slot<T>> {
+        let stream = ctx.new_stream()?;
+        let (ca, cb, d) = (work.chunks.a, work.chunks.b, work.sets.d());
+        let (nv, ni, nc) = result_lens(work.op, ca, cb);
+        let into = matches!(work.op, PairOp::Matrix { .. } | PairOp::TopK(_));
+        Ok(Slot {
+            cuda: Cuda::with_stream(stream.clone())?,
+            a: Staged::new(ctx, &stream, ca * d)?,
+            b: Staged::new(ctx, &stream, cb * d)?,
+            values: Results::new(ctx, &stream, nv, into)?,
+            indices: Results::new(ctx, &stream, ni, into)?,
+            cols: Results::new(ctx, &stream, nc, false)?,
+            stream,
+            pending: None,
+        })
+    }
+
+    /// Stages pair `i`'s chunks (those not already on the device), queues its computation
+    /// and the copies of its results to the pinned buffers.
+    fn launch(&mut self, work: &PairWork<'_, T>, i: usize) -> Result<()> {
+        let (sets, job) = (work.sets, &work.jobs[i]);
+        let s = &self.stream;
+        self.a
+            .stage(s, sets.a_key(job), |dst| sets.copy_a(job, dst))?;
+        self.b
+            .stage(s, sets.b_key(job), |dst| sets.copy_b(job, dst))?;
+        let plan = sets.pair_plan(job)?;
+        let (rows, cols, d) = (job.a.len(), job.b.len(), sets.d());
+        let a = self.a.dev.slice(..rows * d);
+        let b = self.b.dev.slice(..cols * d);
+        let c = &self.cuda;
+        match work.op {
+            PairOp::Matrix { .. } => {
+                let n = rows * cols;
+                c.pairwise_similarity_into(&plan, &mut self.values.dev.slice_mut(..n), &a, &b)?;
+                s.memcpy_dtoh(&self.values.dev.slice(..n), &mut self.values.host)?;
+            }
+            PairOp::TopK(k) => {
+                let kc = k.min(cols);
+                let n = rows * kc;
+                c.pairwise_top_k_into(
+                    &plan,
+                    &mut self.values.dev.slice_mut(..n),
+                    &mut self.indices.dev.slice_mut(..n),
+                    &a,
+                    &b,
+                    kc,
+                )?;
+                s.memcpy_dtoh(&self.values.dev.slice(..n), &mut self.values.host)?;
+                s.memcpy_dtoh(&self.indices.dev.slice(..n), &mut self.indices.host)?;
+            }
+            PairOp::Argmax => {
+                let t = c.pairwise_argmax(&plan, &a, &b)?;
+                s.memcpy_dtoh(&t.values, &mut self.values.host)?;
+                s.memcpy_dtoh(&t.indices, &mut self.indices.host)?;
+            }
+            PairOp::RowMean => {
+                let m = c.pairwise_row_mean(&plan, &a, &b)?;
+                s.memcpy_dtoh(&m.values, &mut self.values.host)?;
+            }
+            PairOp::Mean => {
+                let m = c.pairwise_mean(&plan, &a, &b)?;
+                s.memcpy_dtoh(&m.values, &mut self.values.host)?;
+            }
+            PairOp::Greedy => {
+                let r = c.pairwise_argmax(&plan, &a, &b)?;
+                s.memcpy_dtoh(&r.values, &mut self.values.host)?;
+                let swapped = sets.swapped_plan(job)?;
+                let t = c.pairwise_argmax(&swapped, &b, &a)?;
+                s.memcpy_dtoh(&t.values, &mut self.cols.host)?;
+            }
+        }
+        // Buffers the calls allocated (argmax's, the means') are freed in stream order,
+        // after the copies above.
+        self.pending = Some(i);
+        Ok(())
+    }
+
+    /// Waits for this slot's pending pair's results and hands them to `done`.
+    fn hand_back(&mut self, work: &PairWork<'_, T>, done: &mut Done<'_, T>) -> Result<()> {
+        let Some(i) = self.pending.take() else {
+            return Ok(());
+        };
+        let job = &work.jobs[i];
+        let (nv, ni, nc) = result_lens(work.op, job.a.len(), job.b.len());
+        done(
+            i,
+            PairOut::whole(
+                self.values.take(nv)?,
+                self.indices.take(ni)?,
+                self.cols.take(nc)?,
+            ),
+        )
+    }
+}
