@@ -380,13 +380,17 @@ __device__ void pair_greedy(const cosim_pair_params& p, const T* a, const T* b,
     }
 }
 
-// Top-k per row: each block owns 128 rows and sweeps every column tile, keeping each row's
-// k best keys sorted in lists[(bb·rows + row - row0)·k ..] (zeroed before). Per tile, rounds
-// of: every thread queues its elements above the row's threshold (the list's last key) in
-// shared memory, then one warp per row inserts the queued keys; until nothing is pending.
+// Top-k per row: each block owns 128 rows and sweeps the column tiles of its segment
+// (blockIdx.z: columns [z·col_span, (z+1)·col_span), col_span a multiple of BN; one segment
+// of all columns when unsplit), keeping each row's k best keys of the segment sorted in
+// lists[((z·batch + bb)·rows + row - row0)·k ..] (zeroed before; gridDim.y = batch). Per
+// tile, rounds of: every thread queues its elements above the row's threshold (the list's
+// last key) in shared memory, then one warp per row inserts the queued keys; until nothing
+// is pending. With more than one segment, pair_topk_merge combines the lists.
 template <typename T, bool AC, bool BC, bool TC>
 __device__ void pair_topk(const cosim_pair_params& p, const T* a, const T* b,
-                          const float* inv_a, const float* inv_b, unsigned long long* lists) {
+                          const float* inv_a, const float* inv_b, unsigned long long* lists,
+                          int64_t col_span) {
     __shared__ __align__(128) unsigned char raw[tile_smem<T>()];
     __shared__ unsigned long long queue[BM][QUEUE];
     __shared__ unsigned long long thr[BM];
@@ -395,7 +399,10 @@ __device__ void pair_topk(const cosim_pair_params& p, const T* a, const T* b,
     const int64_t row0 = p.row0 + (int64_t)blockIdx.x * BM;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t m = p.b.count, end = p.row0 + p.rows, k = p.k;
+    const int64_t end = p.row0 + p.rows, k = p.k;
+    const int64_t first = (int64_t)blockIdx.z * col_span;
+    const int64_t m = min(p.b.count, first + col_span);  // this segment's end column
+    lists += (int64_t)blockIdx.z * gridDim.y * p.rows * k;
     const T* pa = a + bb * p.a.batch_stride;
     const T* pb = b + bb * p.b.batch_stride;
     const float* ia = inv_a + inv_base(p.a, bb);
@@ -412,7 +419,7 @@ __device__ void pair_topk(const cosim_pair_params& p, const T* a, const T* b,
         ra[i] = row < end ? ia[row] : 0.0f;
     }
     float acc[TM][TN];
-    for (int64_t col0 = 0; col0 < m; col0 += BN) {
+    for (int64_t col0 = first; col0 < m; col0 += BN) {
         dots<T, AC, BC, TC>(p, pa, pb, row0, col0, acc, raw);
         // Bit i·8 + j: element (i, j) of this thread may still enter its row's list.
         unsigned long long pending = 0;
@@ -463,6 +470,40 @@ __device__ void pair_topk(const cosim_pair_params& p, const T* a, const T* b,
                 }
             }
             if (!__syncthreads_or(pending != 0)) break;
+        }
+    }
+}
+
+// Merges the `splits` (≤ 32) sorted lists of each of `rows` rows, list s of row r at
+// lists[(s·rows + r)·k ..], into the row's k best, written as values and column indices
+// [r·k ..]. One warp per row: lane s holds list s's head; k times, the largest head (keys
+// are distinct but for the empty key 0, which loses every tie to a lower lane) is written
+// and its lane moves on. The lists hold min(k, segment width) keys each and k ≤ the columns,
+// so no empty key is ever written.
+template <typename T>
+__device__ void pair_topk_merge(int64_t rows, int64_t k, int32_t splits,
+                                const unsigned long long* lists, T* values, uint32_t* indices) {
+    const int lane = threadIdx.x % 32;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
+    for (int64_t r = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32; r < rows;
+         r += warps) {
+        const unsigned long long* L = lane < splits ? lists + (lane * rows + r) * k : nullptr;
+        int64_t h = 0;
+        unsigned long long head = L ? L[0] : 0ull;
+        for (int64_t i = 0; i < k; ++i) {
+            unsigned long long best = head;
+            int who = lane;
+            for (int o = 16; o > 0; o /= 2) {
+                const unsigned long long b = __shfl_xor_sync(FULL, best, o);
+                const int w = __shfl_xor_sync(FULL, who, o);
+                if (b > best || (b == best && w < who)) best = b, who = w;
+            }
+            if (lane == who) {
+                values[r * k + i] = from_acc<T>(key_value((uint32_t)(best >> 32)));
+                indices[r * k + i] = FULL - (uint32_t)best;
+                ++h;
+                head = L && h < k ? L[h] : 0ull;
+            }
         }
     }
 }
@@ -666,8 +707,8 @@ using namespace cosim;
     extern "C" __global__ void __launch_bounds__(THREADS, 1)                                   \
         cosim_pair_topk_##NAME##_##L##SUF(cosim_pair_params p, const T* a, const T* b,         \
                                           const float* inv_a, const float* inv_b,              \
-                                          unsigned long long* lists) {                         \
-        pair_topk<T, AC, BC, TC>(p, a, b, inv_a, inv_b, lists);                                \
+                                          unsigned long long* lists, int64_t col_span) {       \
+        pair_topk<T, AC, BC, TC>(p, a, b, inv_a, inv_b, lists, col_span);                      \
     }
 
 #define PAIR_LAYOUT_KERNELS(T, NAME, TC, SUF)                                                  \
@@ -689,6 +730,11 @@ using namespace cosim;
     extern "C" __global__ void cosim_pair_keys_finish_##NAME(                                  \
         int64_t count, const unsigned long long* keys, T* values, uint32_t* indices) {         \
         pair_keys_finish<T>(count, keys, values, indices);                                     \
+    }                                                                                          \
+    extern "C" __global__ void cosim_pair_topk_merge_##NAME(                                   \
+        int64_t rows, int64_t k, int32_t splits, const unsigned long long* lists, T* values,   \
+        uint32_t* indices) {                                                                   \
+        pair_topk_merge<T>(rows, k, splits, lists, values, indices);                           \
     }                                                                                          \
     extern "C" __global__ void cosim_pair_greedy_finish_##NAME(                                \
         cosim_pair_params p, const unsigned* rowmax, const unsigned* colmax, const T* wa,      \

@@ -373,6 +373,52 @@ fn top_k_ties_nan_and_large_k() -> Result<()> {
     Ok(())
 }
 
+/// Copies vector `src` of an unbatched set of `count` vectors over vector `dst`.
+fn copy_vector<T: Copy>(
+    x: &mut [T],
+    layout: Layout,
+    count: usize,
+    d: usize,
+    src: usize,
+    dst: usize,
+) {
+    for k in 0..d {
+        let (from, to) = match layout {
+            Layout::Rows => (src * d + k, dst * d + k),
+            Layout::Cols => (k * count + src, k * count + dst),
+        };
+        x[to] = x[from];
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn top_k_of_few_rows_splits_the_columns() -> Result<()> {
+    // Fewer row blocks than SMs: the columns are split into segments, each with its own
+    // lists, merged after. Exact ties between segments (b's vectors copied 7000 columns
+    // away) must still rank the lower index first.
+    let cuda = gpu();
+    let mut r = rng(340);
+    let (n, m, d) = (37, 20_011, 40);
+    for (la, lb) in LAYOUTS {
+        let mut p = problem::<f32>(&mut r, None, None, n, m, d, (la, lb))?;
+        for j in (0..m).step_by(5) {
+            copy_vector(&mut p.b, lb, m, d, (j + 7000) % m, j);
+        }
+        for k in [1, 10, 300] {
+            check_top_k(&cuda, &p, k, &format!("few rows {la:?}/{lb:?} top-{k}"))?;
+        }
+    }
+    // Batches (one shared set and two batched), halves, and tensor cores.
+    let p = problem::<bf16>(&mut r, Some(3), None, 50, 30_000, 64, LAYOUTS[0])?;
+    check_top_k(&cuda, &p, 16, "bf16 [3, 50] x shared [30000] top-16")?;
+    let p = problem::<f16>(&mut r, Some(2), Some(2), 20, 9000, 33, LAYOUTS[2])?;
+    check_top_k(&cuda, &p, 5, "f16 [2, 20] x [2, 9000] top-5")?;
+    let mut p = problem::<f32>(&mut r, None, None, 64, 50_000, 128, LAYOUTS[0])?;
+    p.plan = p.plan.precision(Precision::Fast);
+    check_top_k_tol(&cuda, &p, 10, 5e-3, "fast f32 few rows top-10")
+}
+
 #[test]
 #[ignore = "needs a CUDA device"]
 fn top_k_in_chunks_past_the_scratch_budget() -> Result<()> {
@@ -474,7 +520,9 @@ fn small_every_kernel() -> Result<()> {
         check_top_k(&cuda, &p, 20, "small top-20")?;
         check_reductions(&cuda, &p, "small reductions")?;
     }
-    Ok(())
+    // Few rows against 2100 columns: the top-k's column segments and their merge.
+    let p = problem::<f32>(&mut r, None, None, 5, 2100, 9, (Layout::Rows, Layout::Rows))?;
+    check_top_k(&cuda, &p, 20, "small split top-20")
 }
 
 /// Precision::Fast (tensor cores) against the exact CPU result: the error this mode is
