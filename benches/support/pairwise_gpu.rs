@@ -103,6 +103,26 @@ impl Report {
     }
 }
 
+/// Times the fused top-10 of `plan` (5 runs) and reports it next to `reference`.
+#[allow(clippy::too_many_arguments)]
+fn top10<T: PairElement>(
+    r: &mut Report,
+    cuda: &Cuda,
+    plan: &PairPlan,
+    (a, b): (&CudaSlice<T>, &CudaSlice<T>),
+    case: &str,
+    flops: f64,
+    reference: &str,
+    ref_ms: f64,
+) -> anyhow::Result<()> {
+    let ms = time(cuda, 5, || {
+        Ok(cuda.pairwise_top_k(plan, a, b, 10).map(drop)?)
+    })?;
+    let extra = extra(cuda, plan, "topk", 10);
+    r.add(case, T::NAME, ms, flops, extra, reference, ref_ms);
+    Ok(())
+}
+
 /// Device bytes our pairwise ops allocate besides inputs and outputs.
 fn extra(cuda: &Cuda, plan: &PairPlan, op: &str, k: usize) -> usize {
     if op == "topk" {
@@ -237,18 +257,7 @@ pub fn section() -> anyhow::Result<Vec<GpuRow>> {
             (&plan, case.to_string(), TORCH_TOP10_MS[0]),
             (&fast, format!("{case} fast"), TORCH_TOP10_MS[1]),
         ] {
-            let ms = time(&cuda, 5, || {
-                Ok(cuda.pairwise_top_k(p, &a, &b, 10).map(drop)?)
-            })?;
-            r.add(
-                &name,
-                "f32",
-                ms,
-                flops,
-                extra(&cuda, p, "topk", 10),
-                torch,
-                anchor,
-            );
+            top10(&mut r, &cuda, p, (&a, &b), &name, flops, torch, anchor)?;
         }
     }
     {
@@ -271,18 +280,16 @@ pub fn section() -> anyhow::Result<Vec<GpuRow>> {
             gemm,
         );
         drop(c);
-        let ms = time(&cuda, 5, || {
-            Ok(cuda.pairwise_top_k(&fast, &a, &b, 10).map(drop)?)
-        })?;
-        r.add(
+        top10(
+            &mut r,
+            &cuda,
+            &fast,
+            (&a, &b),
             "top-10 65536×65536×768 fast",
-            "bf16",
-            ms,
             flops,
-            extra(&cuda, &fast, "topk", 10),
             torch,
             TORCH_TOP10_MS[2],
-        );
+        )?;
     }
 
     // Retrieval: top-10 of 1024 queries among a million keys, 1024 × 1048576 × 768. Eight
@@ -313,18 +320,7 @@ pub fn section() -> anyhow::Result<Vec<GpuRow>> {
         ] {
             set_math(&blas, tf32)?;
             let gemm = time(&cuda, 5, || cublas_nt(&blas, n, m, d, &a, &b, &mut c))?;
-            let ms = time(&cuda, 5, || {
-                Ok(cuda.pairwise_top_k(p, &a, &b, 10).map(drop)?)
-            })?;
-            r.add(
-                &name,
-                "f32",
-                ms,
-                flops,
-                extra(&cuda, p, "topk", 10),
-                reference,
-                gemm,
-            );
+            top10(&mut r, &cuda, p, (&a, &b), &name, flops, reference, gemm)?;
         }
         set_math(&blas, false)?;
     }
