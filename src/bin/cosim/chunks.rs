@@ -19,7 +19,9 @@
 //! - top-k and argmax: the top `min(k, m_c)` of every chunk of B (indices offset by the
 //!   chunk's start) are merged per row in [`outranks`] order (values compared as the
 //!   library's `T` widened to f64, equal values to the lower global index): exactly the
-//!   whole result;
+//!   whole result in f32; in f16 and bf16 the same values, but a whole run ranks its f32
+//!   sums, so indices of values equal once rounded may come in another order (or, at the
+//!   k-th place, be another column of that value);
 //! - row mean: `Σ_c m_c · rowmean_c / M`, mean: `Σ n_a · m_b · mean / (N · M)` (in f64):
 //!   the per-chunk means combined, equal to the whole result up to rounding;
 //! - greedy: row maxima from `pairwise_argmax` on every chunk pair, column maxima from
@@ -32,6 +34,7 @@ mod pairs;
 #[cfg(feature = "cuda")]
 pub mod pipeline;
 
+use pairs::expect_len;
 pub use pairs::{serial, Done, PairOp, PairWork};
 
 use crate::dtype::Compute;
@@ -356,17 +359,6 @@ impl<'a, T: Compute> Chunked<'a, T> {
             Ok(())
         })?;
         Ok(s)
-    }
-}
-
-/// An internal error unless a chunk pair's result has the length its pair implies.
-fn expect_len(got: usize, want: usize, what: &str) -> Result<()> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(CliError::runtime(format!(
-            "internal: a chunk pair's {what} hold {got} values, not {want}"
-        )))
     }
 }
 

@@ -66,11 +66,12 @@ fit in the GPU's free memory, they are cut into chunks of whole vectors (A's chu
 blocks of rows of S, B's blocks of columns; a chunk of a --layout cols set is copied into a
 contiguous buffer on the host), every chunk pair runs and the results are merged on the
 host. The matrix, --top-k and --argmax are exactly the whole results (ties still go to the
-lower index); --row-mean, --mean and --greedy combine the per-chunk results (means weighted
-by the chunks' sizes, maxima taken across chunks), equal to the whole results up to
-rounding. On the GPU two chunk pairs are in flight on two streams: while one computes, the
-next one's chunks are read, staged in pinned memory and uploaded, and a chunk already on
-the device is not uploaded again.
+lower index; in f16 and bf16, indices of values equal once rounded may come in another
+order, as the whole run ranks f32 sums); --row-mean, --mean and --greedy combine the
+per-chunk results (means weighted by the chunks' sizes, maxima taken across chunks), equal
+to the whole results up to rounding. On the GPU two chunk pairs are in flight on two
+streams: while one computes, the next one's chunks are read, staged in pinned memory and
+uploaded, and a chunk already on the device is not uploaded again.
 
 Device: on the GPU the inputs are uploaded once (when they fit); f16, bf16 and f32 run
 there, float64 runs on the CPU (with a note; --dtype f32 moves it to the GPU). --fast uses
@@ -325,7 +326,7 @@ pub fn run(args: &PairwiseArgs, g: &GlobalOpts) -> Result<()> {
         #[cfg(feature = "cuda")]
         Device::Cuda(c) => {
             use crate::dtype::Dtype;
-            let gpu = gpu::Gpu(c);
+            let gpu = gpu::Gpu(c, g);
             let chunk = |elem| {
                 g.block_bytes
                     .or_else(|| gpu::chunk_bytes(c, &plan, mode, args.budget, elem))
@@ -640,15 +641,17 @@ impl<T: Compute> Backend<T> for Cpu {
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::{Backend, Mode};
+    use crate::chunks::pipeline::Pipeline;
     use crate::chunks::{Done, PairWork};
     use crate::dtype::Compute;
     use crate::error::Result;
+    use crate::options::GlobalOpts;
     use cosim::cuda::{Cuda, PairElement};
     use cosim::pairwise::{MatrixBlock, PairPlan, SetScores, TopK};
     use cosim::Device;
 
-    /// A CUDA device running the pairwise kernels.
-    pub struct Gpu<'a>(pub &'a Cuda);
+    /// A CUDA device running the pairwise kernels, and the options its notes obey.
+    pub struct Gpu<'a>(pub &'a Cuda, pub &'a GlobalOpts);
 
     /// Chunks on the GPU are at most this large per set (each of the pipeline's two slots
     /// holds one of each set, in device memory and in pinned host memory).
@@ -697,15 +700,24 @@ mod gpu {
         }
         // The pipeline's two slots each hold a chunk of each set and one pair's outputs and
         // scratch: a matrix piece of at most `budget` bytes, or top-k's lists (at most
-        // TOPK_SCRATCH_BYTES) and results. The four chunks share what is left, with a
-        // third of it kept for the per-vector scratch and allocator slack.
+        // TOPK_SCRATCH_BYTES); and per vector of A's chunk, its results (top-k: k values and
+        // indices). Two thirds of what is left go to the four chunks and the results, the
+        // rest is kept for the per-vector scratch and allocator slack.
         let per_slot = match mode {
             Mode::Matrix(_) => budget,
-            Mode::TopK(..) => 2 * cosim::cuda::TOPK_SCRATCH_BYTES,
+            Mode::TopK(..) => cosim::cuda::TOPK_SCRATCH_BYTES,
             _ => 0,
         };
-        let left = usable.saturating_sub(2 * per_slot);
-        Some((left / 6).clamp(1, GPU_CHUNK_BYTES))
+        let per_vector = match mode {
+            Mode::TopK(k, _) => k.saturating_mul(elem + 4),
+            Mode::Argmax(_) => elem + 4,
+            Mode::RowMean(_) | Mode::Greedy(_) => elem,
+            Mode::Matrix(_) | Mode::Mean(_) => 0,
+        };
+        let vector = plan.d.saturating_mul(elem).max(1) as f64;
+        let left = usable.saturating_sub(2 * per_slot) as f64 * 2.0 / 3.0;
+        let chunk = left / (4.0 + 2.0 * per_vector as f64 / vector);
+        Some((chunk as usize).clamp(1, GPU_CHUNK_BYTES))
     }
 
     impl<T: Compute + PairElement> Backend<T> for Gpu<'_> {
@@ -713,9 +725,19 @@ mod gpu {
             Device::Cuda(self.0.clone()).describe()
         }
 
-        /// Chunk pairs run through the two-stream pipeline ([`crate::chunks::pipeline`]).
+        /// Chunk pairs run through the two-stream pipeline ([`crate::chunks::pipeline`]), or
+        /// one after another (with a note) when its buffers cannot be had.
         fn run_pairs(&self, work: &PairWork<'_, T>, done: &mut Done<'_, T>) -> Result<()> {
-            crate::chunks::pipeline::run(self.0, work, done)
+            match Pipeline::new(self.0, work) {
+                Ok(p) => p.run(work, done),
+                Err(e) => {
+                    self.1.note(format!(
+                        "no two-stream pipeline for the chunks ({e}): running them one after \
+                         another"
+                    ));
+                    crate::chunks::serial(self, work, done)
+                }
+            }
         }
 
         fn matrix_blocks(

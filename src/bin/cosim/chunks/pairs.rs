@@ -311,6 +311,20 @@ pub fn serial<T: Compute, B: Backend<T> + ?Sized>(
     Ok(())
 }
 
+/// An internal error unless a chunk pair's result has the length its pair implies.
+///
+/// # Errors
+/// When the lengths differ.
+pub fn expect_len(got: usize, want: usize, what: &str) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(CliError::runtime(format!(
+            "internal: a chunk pair's {what} hold {got} values, not {want}"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,10 +5,14 @@
 //! and host→device copies overlap the kernels. Results come back through pinned buffers
 //! one pair later, in order.
 //!
-//! A slot keeps the chunks it last uploaded and uploads only a chunk that changes: A's
-//! chunk once per slot for each row of chunk pairs, B's on every pair unless B is one chunk.
+//! A slot keeps the chunks it last uploaded and uploads only a chunk it does not hold: A's
+//! chunk once per slot for each row of chunk pairs, B's on most pairs (never when B is one
+//! chunk).
+//!
+//! The pinned buffers rely on cudarc's event tracking (on unless a caller turns it off) to
+//! wait for the copies from and to them.
 
-use super::pairs::{ChunkKey, Done, PairOp, PairOut, PairWork};
+use super::pairs::{expect_len, ChunkKey, Done, PairOp, PairOut, PairWork};
 use crate::dtype::Compute;
 use crate::error::{CliError, Result};
 use crate::pinned::pinned;
@@ -18,31 +22,48 @@ use cosim::cudarc::driver::{
 };
 use std::sync::Arc;
 
-/// Runs `work`'s chunk pairs on `cuda`'s device, two at a time on two streams of their own,
-/// handing each pair's results to `done` in the order of `work.jobs`.
-///
-/// # Errors
-/// Library and device failures (out of device or pinned memory included), and whatever
-/// `done` returns.
-pub fn run<T: Compute + PairElement>(
-    cuda: &Cuda,
-    work: &PairWork<'_, T>,
-    done: &mut Done<'_, T>,
-) -> Result<()> {
-    let ctx = cuda.stream().context().clone();
-    let mut slots = [Slot::new(&ctx, work)?, Slot::new(&ctx, work)?];
-    for i in 0..work.jobs.len() {
-        let slot = &mut slots[i % 2];
-        // This slot's previous pair (two back) is handed back before its buffers are reused;
-        // the other slot's pair (one back) keeps computing meanwhile.
-        slot.hand_back(work, done)?;
-        slot.launch(work, i)?;
+/// The pipeline's two slots, with buffers for the largest chunk pair of one operation.
+pub struct Pipeline<T: Compute> {
+    slots: [Slot<T>; 2],
+}
+
+impl<T: Compute + PairElement> Pipeline<T> {
+    /// Two streams on `cuda`'s device and the slots' buffers for `work`.
+    ///
+    /// # Errors
+    /// Out of device or pinned host memory, a driver failure, or a context without event
+    /// tracking (the caller may then run the pairs one after another instead).
+    pub fn new(cuda: &Cuda, work: &PairWork<'_, T>) -> Result<Pipeline<T>> {
+        let ctx = cuda.stream().context().clone();
+        if !ctx.is_event_tracking() {
+            return Err(CliError::runtime(
+                "the CUDA context does not track events, which the pinned buffers need",
+            ));
+        }
+        Ok(Pipeline {
+            slots: [Slot::new(&ctx, work)?, Slot::new(&ctx, work)?],
+        })
     }
-    slots.sort_by_key(|s| s.pending);
-    for slot in &mut slots {
-        slot.hand_back(work, done)?;
+
+    /// Runs `work`'s chunk pairs, two at a time on the two streams, handing each pair's
+    /// results to `done` in the order of `work.jobs`.
+    ///
+    /// # Errors
+    /// Library and device failures, and whatever `done` returns.
+    pub fn run(mut self, work: &PairWork<'_, T>, done: &mut Done<'_, T>) -> Result<()> {
+        for i in 0..work.jobs.len() {
+            let slot = &mut self.slots[i % 2];
+            // This slot's previous pair (two back) is handed back before its buffers are
+            // reused; the other slot's pair (one back) keeps computing meanwhile.
+            slot.hand_back(work, done)?;
+            slot.launch(work, i)?;
+        }
+        self.slots.sort_by_key(|s| s.pending);
+        for slot in &mut self.slots {
+            slot.hand_back(work, done)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// One chunk's buffers in a slot.
@@ -196,27 +217,34 @@ impl<T: Compute + PairElement> Slot<T> {
             }
             PairOp::Argmax => {
                 let t = c.pairwise_argmax(&plan, &a, &b)?;
+                expect_len(t.values.len(), rows, "row maxima")?;
+                expect_len(t.indices.len(), rows, "row maxima's indices")?;
                 s.memcpy_dtoh(&t.values, &mut self.values.host)?;
                 s.memcpy_dtoh(&t.indices, &mut self.indices.host)?;
             }
             PairOp::RowMean => {
                 let m = c.pairwise_row_mean(&plan, &a, &b)?;
+                expect_len(m.values.len(), rows, "row means")?;
                 s.memcpy_dtoh(&m.values, &mut self.values.host)?;
             }
             PairOp::Mean => {
                 let m = c.pairwise_mean(&plan, &a, &b)?;
+                expect_len(m.values.len(), 1, "mean")?;
                 s.memcpy_dtoh(&m.values, &mut self.values.host)?;
             }
             PairOp::Greedy => {
                 let r = c.pairwise_argmax(&plan, &a, &b)?;
+                expect_len(r.values.len(), rows, "row maxima")?;
                 s.memcpy_dtoh(&r.values, &mut self.values.host)?;
                 let swapped = sets.swapped_plan(job)?;
                 let t = c.pairwise_argmax(&swapped, &b, &a)?;
+                expect_len(t.values.len(), cols, "column maxima")?;
                 s.memcpy_dtoh(&t.values, &mut self.cols.host)?;
             }
         }
-        // Buffers the calls allocated (argmax's, the means') are freed in stream order,
-        // after the copies above.
+        // Buffers the calls allocated (argmax's, the means') are freed in stream order after
+        // the copies above (with the driver's memory pools, which every GPU the kernels are
+        // built for has; without them a free would wait for the stream).
         self.pending = Some(i);
         Ok(())
     }
