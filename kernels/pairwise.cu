@@ -42,6 +42,14 @@ __device__ __forceinline__ unsigned long long rank_key(float s, int64_t col) {
     return ((unsigned long long)order_key(s) << 32) | (FULL - (uint32_t)col);
 }
 
+// Writes rank key c's value and column to values[i] and indices[i] (rank_key undone).
+template <typename T>
+__device__ __forceinline__ void put_key(unsigned long long c, T* values, uint32_t* indices,
+                                        int64_t i) {
+    values[i] = from_acc<T>(key_value((uint32_t)(c >> 32)));
+    indices[i] = FULL - (uint32_t)c;
+}
+
 // clamp(dot · inv_a · inv_b) to [-1, 1] keeping NaN; 0 when the dot is 0.
 __device__ __forceinline__ float score(float dot, float ia, float ib) {
     if (dot == 0.0f) return 0.0f;
@@ -499,8 +507,7 @@ __device__ void pair_topk_merge(int64_t rows, int64_t k, int32_t splits,
                 if (b > best || (b == best && w < who)) best = b, who = w;
             }
             if (lane == who) {
-                values[r * k + i] = from_acc<T>(key_value((uint32_t)(best >> 32)));
-                indices[r * k + i] = FULL - (uint32_t)best;
+                put_key(best, values, indices, r * k + i);
                 ++h;
                 head = L && h < k ? L[h] : 0ull;
             }
@@ -514,9 +521,7 @@ __device__ void pair_keys_finish(int64_t count, const unsigned long long* keys, 
                                  uint32_t* indices) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count;
          i += (int64_t)gridDim.x * blockDim.x) {
-        const unsigned long long c = keys[i];
-        values[i] = from_acc<T>(key_value((uint32_t)(c >> 32)));
-        indices[i] = FULL - (uint32_t)c;
+        put_key(keys[i], values, indices, i);
     }
 }
 
