@@ -1,18 +1,20 @@
-// Minimal CUDA emulation for running kernels as plain C++ on the CPU (one block at a time,
-// one std::thread per CUDA thread).
+// CUDA's execution model on the CPU, enough to compile kernels/*.cu unchanged as C++: every
+// CUDA thread of a block is a fiber (its own stack, switched in switch.cpp), barriers and
+// warp operations are collective, `__shared__` arrays are per OS thread (thread_local) and
+// poisoned before every block. Blocks of one grid run on several OS threads at once (the
+// driver's pool, driver/launch.cpp), each with its own fibers and shared memory.
 #pragma once
 #include "shim_types.h"
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
-#include <thread>
-#include <vector>
+#include <cstring>
 #include <string>
-#include <cmath>
+#include <tuple>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #define __global__
 #define __device__
@@ -20,7 +22,9 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-#define __shared__ static
+// One copy per OS thread: blocks that run at the same time on different threads of the pool
+// must not share "shared" memory.
+#define __shared__ static thread_local
 
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
@@ -46,6 +50,8 @@ inline long long min(long long a, long long b) { return a < b ? a : b; }
 inline long long max(long long a, long long b) { return a > b ? a : b; }
 inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline unsigned long min(unsigned long a, unsigned long b) { return a < b ? a : b; }
+inline unsigned long max(unsigned long a, unsigned long b) { return a > b ? a : b; }
 inline unsigned long long min(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
 inline unsigned long long max(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
 
@@ -54,27 +60,35 @@ inline unsigned __float_as_uint(float f) { return __f2u(f); }
 inline float __uint_as_float(unsigned u) { return __u2f(u); }
 
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
-inline float atomicAdd(float* p, float v) {
-    std::atomic_ref<float> r(*p);
-    float old = r.load();
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
+}
+template <class F> inline F atomic_add_float(F* p, F v) {
+    std::atomic_ref<F> r(*p);
+    F old = r.load();
     while (!r.compare_exchange_weak(old, old + v)) {}
     return old;
 }
-inline unsigned atomicMax(unsigned* p, unsigned v) {
-    std::atomic_ref<unsigned> r(*p);
-    unsigned old = r.load();
+inline float atomicAdd(float* p, float v) { return atomic_add_float(p, v); }
+inline double atomicAdd(double* p, double v) { return atomic_add_float(p, v); }
+template <class U> inline U atomic_max_int(U* p, U v) {
+    std::atomic_ref<U> r(*p);
+    U old = r.load();
     while (old < v && !r.compare_exchange_weak(old, v)) {}
     return old;
 }
+inline unsigned atomicMax(unsigned* p, unsigned v) { return atomic_max_int(p, v); }
 inline unsigned long long atomicMax(unsigned long long* p, unsigned long long v) {
-    std::atomic_ref<unsigned long long> r(*p);
-    unsigned long long old = r.load();
-    while (old < v && !r.compare_exchange_weak(old, v)) {}
-    return old;
+    return atomic_max_int(p, v);
 }
 
+// Every `__shared__` array of the library, in the calling OS thread (the table is generated
+// from the kernel objects by genshm.sh).
+extern "C" int emu_shared_count();
+extern "C" void emu_shared_arrays(char** p, size_t* n);
+
 namespace emu {
-inline const char* g_kernel = "?";
 struct Barrier;
 struct Fiber {
     void* sp = nullptr;
@@ -84,6 +98,7 @@ struct Fiber {
     unsigned long wait_gen = 0;
     const char* what = "";
     uint3 tid;
+    int linear = 0;
 };
 struct Sched {
     std::vector<Fiber> f;
@@ -91,15 +106,22 @@ struct Sched {
     int cur = -1;
     void (*body)(void*) = nullptr;
     void* body_arg = nullptr;
+    unsigned long long rng = 88172645463325252ull;
 };
-inline Sched g_s;
+inline thread_local Sched g_s;
+inline thread_local const char* g_kernel = "?";
+
+// The running thread's index within its block (x fastest), which decides its warp and lane.
+inline int linear_tid() { return g_s.f[g_s.cur].linear; }
 }  // namespace emu
 extern "C" void emu_switch(void** save_sp, void* new_sp);
 
 namespace emu {
 [[noreturn]] inline void die(const char* what) {
-    fprintf(stderr, "EMU FATAL in kernel %s block (%u,%u,%u) thread %u: %s\n", g_kernel,
-            blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, what);
+    fprintf(stderr,
+            "EMU FATAL in kernel %s block (%u,%u,%u) thread (%u,%u,%u) of block dim (%u,%u,%u): %s\n",
+            g_kernel, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z,
+            blockDim.x, blockDim.y, blockDim.z, what);
     fflush(stderr);
     abort();
 }
@@ -123,6 +145,7 @@ struct Warp {
     Barrier bar;
     unsigned long long val[32];
     int op[32];
+    int lanes = 32;
     int exited = 0;
 };
 struct Block {
@@ -130,17 +153,16 @@ struct Block {
     Warp warps[32];
     int flag[1024];
     int nthreads;
-    int exited = 0;
 };
-inline Block* g_block = nullptr;
+inline thread_local Block* g_block = nullptr;
 
 enum { OP_SYNCWARP = 1, OP_BALLOT, OP_SHFL };
 inline unsigned long long warp_op(unsigned mask, int opcode, unsigned long long mine,
                                   int src_lane_xor, bool ballot) {
     if (mask != 0xffffffffu) die("warp op with a partial mask");
-    if (blockDim.x % 32) die("block not a multiple of 32");
-    const int t = threadIdx.x, lane = t % 32;
+    const int t = linear_tid(), lane = t % 32;
     Warp& w = g_block->warps[t / 32];
+    if (w.lanes != 32) die("warp op with a full mask in a partial warp (block size not a multiple of 32)");
     w.val[lane] = mine;
     w.op[lane] = opcode;
     w.bar.wait(opcode == OP_SYNCWARP ? "__syncwarp" : opcode == OP_BALLOT ? "__ballot_sync" : "__shfl_xor_sync");
@@ -161,7 +183,7 @@ inline unsigned long long warp_op(unsigned mask, int opcode, unsigned long long 
 inline void __syncthreads() { emu::g_block->bar.wait("__syncthreads"); }
 inline int __syncthreads_or(int p) {
     auto* b = emu::g_block;
-    b->flag[threadIdx.x] = p != 0;
+    b->flag[emu::linear_tid()] = p != 0;
     b->bar.wait("__syncthreads_or");
     int r = 0;
     for (int i = 0; i < b->nthreads; ++i) r |= b->flag[i];
@@ -183,17 +205,27 @@ template <class V> inline V __shfl_xor_sync(unsigned mask, V v, int lm) {
     return out;
 }
 
-namespace emu { struct ShmRange { char* p; unsigned long n; }; extern const ShmRange g_shm[]; extern const int g_shm_count; }
 namespace emu {
-inline int poison_byte() { static int v = [] { const char* e = getenv("EMU_SHM_POISON"); return e ? (int)strtol(e, nullptr, 0) : 0xff; }(); return v; }
-inline int order_mode() { static int v = [] { const char* e = getenv("EMU_ORDER"); return e ? atoi(e) : 0; }(); return v; }
-inline unsigned long long g_rng = 88172645463325252ull;
-inline unsigned xr() { g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17; return (unsigned)g_rng; }
+// How the fibers of a block are started and resumed: 0 in order, 1 reversed, 2 shuffled
+// (COSIM_EMU_ORDER; default shuffled, so that code relying on an order shows).
+inline int order_mode() {
+    static int v = [] { const char* e = getenv("COSIM_EMU_ORDER"); return e ? atoi(e) : 2; }();
+    return v;
+}
+inline int poison_byte() {
+    static int v = [] { const char* e = getenv("COSIM_EMU_SHM_POISON"); return e ? (int)strtol(e, nullptr, 0) : 0xff; }();
+    return v;
+}
+inline unsigned xr() {
+    unsigned long long& r = g_s.rng;
+    r ^= r << 13; r ^= r >> 7; r ^= r << 17;
+    return (unsigned)r;
+}
 inline void trampoline() {
     Fiber& me = g_s.f[g_s.cur];
     g_s.body(g_s.body_arg);
     Block* b = g_block;
-    Warp& w = b->warps[me.tid.x / 32];
+    Warp& w = b->warps[me.linear / 32];
     ++w.exited;
     w.bar.drop();
     b->bar.drop();
@@ -202,8 +234,56 @@ inline void trampoline() {
     abort();
 }
 constexpr size_t STACK = 256 * 1024;
-inline void run_block(int n, void (*body)(void*), void* arg, uint3 bidx, dim3 grid, dim3 block) {
-    g_s.f.resize(n);
+// This thread's copies of the shared arrays.
+struct SharedArrays {
+    std::vector<char*> p;
+    std::vector<size_t> n;
+    SharedArrays() : p(emu_shared_count()), n(emu_shared_count()) { emu_shared_arrays(p.data(), n.data()); }
+};
+inline SharedArrays& shared_arrays() {
+    static thread_local SharedArrays a;
+    return a;
+}
+// Fills the shared arrays `which` (all with null) with the poison byte.
+inline void poison_shared(const std::vector<int>* which) {
+    SharedArrays& a = shared_arrays();
+    if (!which) {
+        for (size_t i = 0; i < a.p.size(); ++i) std::memset(a.p[i], poison_byte(), a.n[i]);
+    } else {
+        for (int i : *which) std::memset(a.p[i], poison_byte(), a.n[i]);
+    }
+}
+// The shared arrays that hold anything but the poison byte.
+inline std::vector<int> written_shared() {
+    SharedArrays& a = shared_arrays();
+    std::vector<int> w;
+    const unsigned char pb = (unsigned char)poison_byte();
+    for (size_t i = 0; i < a.p.size(); ++i) {
+        const unsigned char* q = (const unsigned char*)a.p[i];
+        for (size_t j = 0; j < a.n[i]; ++j)
+            if (q[j] != pb) {
+                w.push_back((int)i);
+                break;
+            }
+    }
+    return w;
+}
+
+// Runs one block of `block` threads to completion on the calling OS thread.
+inline void run_block(void (*body)(void*), void* arg, uint3 bidx, dim3 grid, dim3 block) {
+    const int n = (int)(block.x * block.y * block.z);
+    static thread_local Block* mine = new Block;
+    Block* b = mine;
+    b->nthreads = n;
+    b->bar.init(n);
+    for (int w = 0; w < (n + 31) / 32; ++w) {
+        const int lanes = n - 32 * w < 32 ? n - 32 * w : 32;
+        b->warps[w].bar.init(lanes);
+        b->warps[w].lanes = lanes;
+        b->warps[w].exited = 0;
+    }
+    g_block = b;
+    if ((int)g_s.f.size() < n) g_s.f.resize(n);
     g_s.body = body; g_s.body_arg = arg;
     for (int t = 0; t < n; ++t) {
         Fiber& f = g_s.f[t];
@@ -213,11 +293,13 @@ inline void run_block(int n, void (*body)(void*), void* arg, uint3 bidx, dim3 gr
         *--sp = nullptr;                 // fake return address of trampoline
         *--sp = (void*)&trampoline;      // ret target
         for (int i = 0; i < 6; ++i) *--sp = nullptr;
-        f.sp = sp; f.state = 0; f.wait_on = nullptr; f.tid = uint3{(unsigned)t, 0, 0};
+        f.sp = sp; f.state = 0; f.wait_on = nullptr; f.linear = t;
+        f.tid = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
     }
     std::vector<int> order(n);
     for (int i = 0; i < n; ++i) order[i] = order_mode() == 1 ? n - 1 - i : i;
     int done = 0;
+    blockIdx = bidx; blockDim = block; gridDim = grid;
     while (done < n) {
         if (order_mode() == 2)
             for (int i = n - 1; i > 0; --i) std::swap(order[i], order[xr() % (i + 1)]);
@@ -231,36 +313,20 @@ inline void run_block(int n, void (*body)(void*), void* arg, uint3 bidx, dim3 gr
                 f.state = 0;
             }
             g_s.cur = i;
-            threadIdx = f.tid; blockIdx = bidx; blockDim = block; gridDim = grid;
+            threadIdx = f.tid;
             emu_switch(&g_s.main_sp, f.sp);
             progress = true;
             if (f.state == 2) ++done;
         }
         if (!progress && done < n) {
             for (int i = 0; i < n; ++i)
-                if (g_s.f[i].state == 1) { threadIdx = g_s.f[i].tid; blockIdx = bidx; die((std::string("hang: threads wait forever, e.g. this one at ") + g_s.f[i].what).c_str()); }
+                if (g_s.f[i].state == 1) {
+                    g_s.cur = i;
+                    threadIdx = g_s.f[i].tid;
+                    die((std::string("hang: threads wait forever, e.g. this one at ") + g_s.f[i].what).c_str());
+                }
         }
     }
-}
-template <class... P, class... A>
-inline void launch(const char* name, dim3 grid, dim3 block, void (*kernel)(P...), A... args) {
-    g_kernel = name;
-    if (block.y != 1 || block.z != 1) die("only 1-d blocks emulated");
-    const int n = block.x;
-    auto call = [&] { kernel(args...); };
-    using C = decltype(call);
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-        for (unsigned by = 0; by < grid.y; ++by)
-            for (unsigned bx = 0; bx < grid.x; ++bx) {
-                for (int i = 0; i < g_shm_count; ++i) std::memset(g_shm[i].p, poison_byte(), g_shm[i].n);
-                Block* b = new Block;
-                b->nthreads = n;
-                b->bar.init(n);
-                for (int w = 0; w < (n + 31) / 32; ++w) b->warps[w].bar.init(32);
-                g_block = b;
-                run_block(n, [](void* c) { (*(C*)c)(); }, &call, uint3{bx, by, bz}, grid, block);
-                g_block = nullptr;
-                delete b;
-            }
+    g_block = nullptr;
 }
 }  // namespace emu

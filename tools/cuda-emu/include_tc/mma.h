@@ -58,7 +58,7 @@ inline unsigned long long wmma_hash(const void* p, size_t n) {
 // Phase 1 of a warp-collective wmma op: every lane posts (opcode, key); all must agree.
 inline void wmma_arrive(int opcode, unsigned long long key, const char* what) {
     if (blockDim.x % 32) die("block not a multiple of 32");
-    const int t = threadIdx.x, lane = t % 32;
+    const int t = emu::linear_tid(), lane = t % 32;
     Warp& w = g_block->warps[t / 32];
     w.val[lane] = key;
     w.op[lane] = opcode;
@@ -70,7 +70,7 @@ inline void wmma_arrive(int opcode, unsigned long long key, const char* what) {
             die((std::string(what) + ": lanes disagree (pointer/ldm/layout/fragment contents differ)").c_str());
     }
 }
-inline void wmma_leave(const char* what) { g_block->warps[threadIdx.x / 32].bar.wait(what); }
+inline void wmma_leave(const char* what) { g_block->warps[emu::linear_tid() / 32].bar.wait(what); }
 inline void wmma_check_mem(const void* p, unsigned ldm, size_t esize, int rows_or_cols, const char* what) {
     char buf[200];
     if ((uintptr_t)p % 32) { snprintf(buf, sizeof buf, "%s: pointer %p not 256-bit (32-byte) aligned (addr %% 32 = %u)", what, p, (unsigned)((uintptr_t)p % 32)); die(buf); }
@@ -117,7 +117,7 @@ inline void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, 
     emu::wmma_arrive(emu::OP_WMMA_STORE,
                      ((unsigned long long)(uintptr_t)p * 31 + ldm * 7 + col) ^ emu::wmma_hash(f.x, sizeof f.x),
                      "store_matrix_sync");
-    const int lane = threadIdx.x % 32;
+    const int lane = emu::linear_tid() % 32;
     for (int e = lane; e < F::num_elements; e += 32) {  // each lane writes its share
         const int r = e / F::cols, c = e % F::cols;
         (col ? p[r + (size_t)c * ldm] : p[(size_t)r * ldm + c]) = f.x[e];
