@@ -96,6 +96,7 @@ struct SliceReader {
     __device__ __forceinline__ SliceReader(const cosim_pair_set& s, const T* x, int64_t d,
                                            int64_t v0) {
         const int t = threadIdx.x;
+        bool aligned = true;
         if constexpr (!COLS) {
             const int64_t v = v0 + t / 2;
             const int kk = (t % 2) * 4;
@@ -111,8 +112,11 @@ struct SliceReader {
             p = x + (int64_t)kk * s.comp_stride + (live ? v : 0);
             step = BK * s.comp_stride;
             kleft = (int)d - kk;
+            // `vec` says the set's base and component stride are aligned; the first vector
+            // must be too, and a launch may start at any row (row chunks, budgeted blocks).
+            aligned = v % 4 == 0;
         }
-        fast = s.vec != 0 && live == 4;
+        fast = s.vec != 0 && live == 4 && aligned;
     }
 
     // The next slice.

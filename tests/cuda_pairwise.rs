@@ -149,7 +149,9 @@ fn check_top_k_tol<T: PairElement>(
                     u >= v || u.is_nan(),
                     "{what}: row {row} not sorted at {q}: {u} < {v}"
                 );
-                if u == v {
+                // Ties are broken by index among equal f32 sums; f16/bf16 values equal once
+                // rounded may come from different sums, ranked by those, so only f32 shows ties.
+                if u == v && std::mem::size_of::<T>() == 4 {
                     assert!(
                         idxs[q - 1] < idxs[q],
                         "{what}: row {row} tie at {q} not by index"

@@ -364,3 +364,20 @@ pub fn same_bits<T: Element>(a: &[T], b: &[T]) -> bool {
             x.to_bits() == y.to_bits()
         })
 }
+
+/// The name the emulated driver of tools/cuda-emu gives its devices.
+pub const EMULATOR: &str = "cosim CUDA emulator";
+
+/// Whether `cuda` runs on the emulated driver (tools/cuda-emu), where a test too large to
+/// emulate runs smaller or is skipped, saying so through [`emulator_note`].
+#[cfg(feature = "cuda")]
+pub fn emulated(cuda: &cosim::cuda::Cuda) -> bool {
+    cuda.describe().is_ok_and(|d| d.contains(EMULATOR))
+}
+
+/// One line on stderr past the test harness's capture (which only takes `print!`-style
+/// macros), so that tools/cuda-emu/test.sh lists every test that was skipped or shrunk.
+pub fn emulator_note(test: &str, what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "cuda-emu note: {test}: {what}");
+}

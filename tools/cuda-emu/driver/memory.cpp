@@ -218,6 +218,17 @@ void on_fault(int sig, siginfo_t* info, void* uc) {
         if (write(2, buf, (size_t)n) < 0) {}
         abort();
     }
+    if (t_op) {
+        char buf[400];
+        const int n = addr == 0
+            ? snprintf(buf, sizeof buf, "EMU FATAL in %s: a protection fault with no address (on x86, "
+                       "most likely a misaligned 16-byte vector access; a GPU would report "
+                       "CUDA_ERROR_MISALIGNED_ADDRESS)\n", t_op)
+            : snprintf(buf, sizeof buf, "EMU FATAL in %s: access to %p, outside any device allocation\n",
+                       t_op, (void*)addr);
+        if (write(2, buf, (size_t)n) < 0) {}
+        abort();
+    }
     struct sigaction* old = sig == SIGSEGV ? &g_old_segv : &g_old_bus;
     if (old->sa_flags & SA_SIGINFO) {
         old->sa_sigaction(sig, info, uc);

@@ -38,9 +38,18 @@ inline thread_local dim3 blockDim, gridDim;
 using std::fma; using std::fmax; using std::sqrt; using std::isnan;
 #include <math.h>
 
-template <class T> inline T __ldg(const T* p) { return *p; }
-template <class T> inline T __ldcs(const T* p) { return *p; }
-template <class T> inline void __stcs(T* p, T v) { *p = v; }
+namespace emu { [[noreturn]] inline void die(const char* what); }
+// The GPU faults (CUDA_ERROR_MISALIGNED_ADDRESS) on an access not aligned to its size.
+template <class T> inline void check_aligned(const T* p, const char* what) {
+    if ((uintptr_t)p % alignof(T)) {
+        char buf[160];
+        snprintf(buf, sizeof buf, "misaligned %zu-byte %s at %p", sizeof(T), what, (const void*)p);
+        emu::die(buf);
+    }
+}
+template <class T> inline T __ldg(const T* p) { check_aligned(p, "load"); return *p; }
+template <class T> inline T __ldcs(const T* p) { check_aligned(p, "load"); return *p; }
+template <class T> inline void __stcs(T* p, T v) { check_aligned(p, "store"); *p = v; }
 
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }

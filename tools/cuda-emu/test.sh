@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# tools/cuda-emu/test.sh: every GPU test on the emulated CUDA driver. Builds libcuda.so from
+# tools/cuda-emu (the kernels of kernels/*.cu compiled as C++), puts it first on
+# LD_LIBRARY_PATH, and runs through cosim's own, unchanged code:
+#   1. `cosim info`, which must name the emulated device;
+#   2. tests/cuda.rs and tests/cuda_pairwise.rs with --include-ignored, streams delayed at
+#      random (COSIM_EMU_DELAY, µs) so that a missing wait shows as a wrong result;
+#   3. scripts/device-cli-check.py: `cosim --device cuda` against `--device cpu`, every
+#      subcommand, whole, in blocks and in chunks through the two-stream pipelines.
+# Tests too large to emulate run smaller or are skipped; each says so in a "cuda-emu note"
+# line, and the list is printed at the end. Logs in target/cuda-emu/logs/.
+#   tools/cuda-emu/test.sh [TEST-FILTER...]   (filters go to both test binaries; no CLI check)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+lib=$(tools/cuda-emu/build.sh)
+logs=$root/target/cuda-emu/logs
+mkdir -p "$logs"
+export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export COSIM_EMU_DELAY=${COSIM_EMU_DELAY:-30}
+profile=(--release)
+
+cargo build "${profile[@]}" --bin cosim --tests -q 2>&1 | grep -v "^warning: cosim@" || true
+cosim=$root/target/release/cosim
+"$cosim" info | tee "$logs/info.log"
+grep -q "cosim CUDA emulator" "$logs/info.log" || { echo "test.sh: cosim info does not show the emulated device" >&2; exit 1; }
+
+status=0
+for t in cuda cuda_pairwise; do
+  start=$SECONDS
+  if ! cargo test "${profile[@]}" -q --test "$t" -- --include-ignored "$@" > "$logs/$t.log" 2>&1; then
+    status=1
+  fi
+  grep -E "^test result|FAILED|panicked|EMU FATAL|^cuda-emu" "$logs/$t.log" | head -30
+  echo "($t: $((SECONDS - start)) s)"
+done
+
+if [ $# -eq 0 ]; then
+  py=${PYTHON:-$root/.venv-nvcc/bin/python}
+  "$py" -c "import numpy" 2>/dev/null || "$py" -m pip install --quiet --disable-pip-version-check numpy
+  start=$SECONDS
+  if ! "$py" scripts/device-cli-check.py "$cosim" "$root/target/cuda-emu/cli" > "$logs/cli.log" 2>&1; then
+    status=1
+  fi
+  echo "cli checks: $(grep -c '^ok ' "$logs/cli.log") ok, $(grep -c '^BAD' "$logs/cli.log") bad ($((SECONDS - start)) s)"
+  grep -E "^BAD|EMU FATAL|Error|error" "$logs/cli.log" | head -20 || true
+fi
+
+echo "== tests shrunk or skipped on the emulator:"
+grep -h "^cuda-emu note:" "$logs"/cuda*.log | sort -u || echo "(none)"
+[ $status -eq 0 ] && echo "cuda-emu: all passed" || echo "cuda-emu: FAILED (logs in $logs)"
+exit $status
