@@ -60,6 +60,8 @@ pub struct Cuda {
     stream: Arc<CudaStream>,
     kernels: Arc<Kernels>,
     sms: usize,
+    /// Most device memory for top-k's lists at a time (rows are done in chunks past it).
+    topk_scratch: usize,
 }
 
 impl std::fmt::Debug for Cuda {
@@ -128,7 +130,23 @@ impl Cuda {
             stream,
             kernels,
             sms: sms.max(1) as usize,
+            topk_scratch: TOPK_SCRATCH_BYTES,
         })
+    }
+
+    /// This handle, with top-k's lists (8·k bytes per row and column segment) kept within
+    /// `bytes` of device memory: rows are done in chunks that fit, and columns are split into
+    /// fewer segments. One row's list is always allowed, however large. The default is
+    /// [`TOPK_SCRATCH_BYTES`].
+    pub fn with_top_k_scratch_limit(mut self, bytes: usize) -> Cuda {
+        self.topk_scratch = bytes;
+        self
+    }
+
+    /// The most device memory top-k's lists take at a time (see
+    /// [`Cuda::with_top_k_scratch_limit`]).
+    pub fn top_k_scratch_limit(&self) -> usize {
+        self.topk_scratch
     }
 
     /// The stream all work of this handle is queued on.

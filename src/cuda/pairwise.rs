@@ -61,25 +61,31 @@ fn tiles(n: usize) -> usize {
 }
 
 /// The matrices and rows of each top-k launch: all of them in one when their lists fit in
-/// [`TOPK_SCRATCH_BYTES`] (and the grid), else one matrix and as many rows as fit at a time.
-fn topk_launch_rows(plan: &PairPlan, k: usize) -> (usize, usize) {
+/// `limit` bytes (and the grid), else one matrix and as many rows as fit at a time.
+fn topk_launch_rows(plan: &PairPlan, k: usize, limit: usize) -> (usize, usize) {
     let row_bytes = 8 * k.max(1);
-    if plan.batch * plan.n * row_bytes <= TOPK_SCRATCH_BYTES && plan.batch <= GRID_YZ {
+    if plan.batch * plan.n * row_bytes <= limit && plan.batch <= GRID_YZ {
         (plan.batch, plan.n)
     } else {
-        (1, (TOPK_SCRATCH_BYTES / row_bytes).clamp(1, plan.n.max(1)))
+        (1, (limit / row_bytes).clamp(1, plan.n.max(1)))
     }
 }
 
 /// Column segments of a top-k launch of `blocks` row blocks (one block of 128 rows runs per
 /// SM at a time): too few blocks to fill the `sms` SMs are each split across columns, as
 /// many segments as fit in one wave (at most 32, each at least 8 column tiles wide, their
-/// lists of `list_bytes` each within [`TOPK_SCRATCH_BYTES`]), and the segments' lists merged
-/// after. Returns the segments and the columns per segment (a multiple of the tile).
-fn topk_segments(blocks: usize, sms: usize, m: usize, list_bytes: usize) -> (usize, usize) {
+/// lists of `list_bytes` each within `limit` bytes), and the segments' lists merged after.
+/// Returns the segments and the columns per segment (a multiple of the tile).
+fn topk_segments(
+    blocks: usize,
+    sms: usize,
+    m: usize,
+    list_bytes: usize,
+    limit: usize,
+) -> (usize, usize) {
     let want = (sms / blocks.max(1))
         .min(m / (8 * TILE))
-        .min(TOPK_SCRATCH_BYTES / list_bytes.max(1))
+        .min(limit / list_bytes.max(1))
         .clamp(1, 32);
     let span = m.div_ceil(want).div_ceil(TILE).max(1) * TILE;
     (m.div_ceil(span).max(1), span)
@@ -412,7 +418,7 @@ impl Cuda {
     /// Per-row top-k (values and column indices, sorted, ties to the lower index); see
     /// [`crate::cpu::pairwise_top_k`]. Never forms the matrix: each block of 128 rows sweeps
     /// every column tile, keeping its rows' lists (8·k bytes per row, chunked to at most
-    /// [`TOPK_SCRATCH_BYTES`]). When there are too few blocks of rows to fill the GPU (fewer
+    /// [`Cuda::top_k_scratch_limit`]). When there are too few blocks of rows to fill the GPU (fewer
     /// than about 17k rows on an H200), each block sweeps a segment of the columns instead,
     /// with lists of its own, and the segments' lists are merged after (same result).
     ///
@@ -466,7 +472,7 @@ impl Cuda {
         let (px, _gx) = indices.device_ptr_mut(s);
         let (ptr, _norms) = self.with_norms::<T>(plan, pa, pb)?;
         let e = std::mem::size_of::<T>() as u64;
-        let (batch, chunk) = topk_launch_rows(plan, k);
+        let (batch, chunk) = topk_launch_rows(plan, k, self.topk_scratch);
         if (batch, chunk) == (plan.batch, plan.n) {
             self.topk_launch::<T>(plan, ptr, plan.batch, 0, plan.n, k, (pv, px))?;
         } else {
@@ -485,11 +491,13 @@ impl Cuda {
 
     /// Device memory [`Cuda::pairwise_top_k`] allocates for `plan` and `k` besides its
     /// outputs: the inverse norms (4 bytes per vector of each set) and the lists (8 bytes per
-    /// kept key, per column segment; at most [`TOPK_SCRATCH_BYTES`]).
+    /// kept key, per column segment; at most [`Cuda::top_k_scratch_limit`], or one row's list
+    /// where a row's list alone is larger).
     pub fn top_k_scratch_bytes(&self, plan: &PairPlan, k: usize) -> usize {
-        let (batch, rows) = topk_launch_rows(plan, k);
+        let limit = self.topk_scratch;
+        let (batch, rows) = topk_launch_rows(plan, k, limit);
         let count = batch * rows * k;
-        let (splits, _) = topk_segments(tiles(rows) * batch, self.sms, plan.m, 8 * count);
+        let (splits, _) = topk_segments(tiles(rows) * batch, self.sms, plan.m, 8 * count, limit);
         4 * (plan.a_vectors() + plan.b_vectors()) + 8 * count * splits
     }
 
@@ -508,7 +516,13 @@ impl Cuda {
     ) -> Result<()> {
         let s = &self.stream;
         let count = batch * rows * k;
-        let (splits, col_span) = topk_segments(tiles(rows) * batch, self.sms, plan.m, 8 * count);
+        let (splits, col_span) = topk_segments(
+            tiles(rows) * batch,
+            self.sms,
+            plan.m,
+            8 * count,
+            self.topk_scratch,
+        );
         let lists = self.zeroed::<u64>(count * splits, "top-k lists")?;
         let (pl, _gl) = lists.device_ptr(s);
         let f = self.kernels.function(
@@ -921,33 +935,41 @@ impl Cuda {
 #[cfg(test)]
 mod tests {
     use super::{topk_launch_rows, topk_segments, TILE, TOPK_SCRATCH_BYTES};
+
+    const L: usize = TOPK_SCRATCH_BYTES;
     use crate::pairwise::{Layout, PairPlan};
 
     #[test]
     fn top_k_runs_whole_or_in_row_chunks_within_the_budget() {
         let rows =
             |a: &[usize], m: usize| PairPlan::new(a, Layout::Rows, &[m, 8], Layout::Rows).unwrap();
-        assert_eq!(topk_launch_rows(&rows(&[3, 1000, 8], 50), 10), (3, 1000));
+        assert_eq!(topk_launch_rows(&rows(&[3, 1000, 8], 50), 10, L), (3, 1000));
         // 40000 rows × 8·1024 bytes is over the budget: 32768 rows at a time.
         let p = rows(&[40_000, 8], 1100);
-        assert_eq!(topk_launch_rows(&p, 1024), (1, TOPK_SCRATCH_BYTES / 8192));
-        assert_eq!(topk_launch_rows(&rows(&[5, 30_000, 8], 1100), 1024).0, 1);
+        assert_eq!(
+            topk_launch_rows(&p, 1024, L),
+            (1, TOPK_SCRATCH_BYTES / 8192)
+        );
+        assert_eq!(topk_launch_rows(&rows(&[5, 30_000, 8], 1100), 1024, L).0, 1);
     }
 
     #[test]
     fn top_k_splits_columns_only_to_fill_one_wave() {
         // 8 row blocks on 132 SMs, a million columns: 16 segments, 128 blocks in one wave.
-        assert_eq!(topk_segments(8, 132, 1_000_000, 80), (16, 62_592));
+        assert_eq!(topk_segments(8, 132, 1_000_000, 80, L), (16, 62_592));
         // Enough row blocks, or too few columns for two segments of 8 tiles: no split.
-        assert_eq!(topk_segments(132, 132, 1_000_000, 80).0, 1);
-        assert_eq!(topk_segments(67, 132, 1_000_000, 80).0, 1);
-        assert_eq!(topk_segments(1, 132, 2047, 80).0, 1);
-        assert_eq!(topk_segments(1, 132, 2048, 80), (2, 1024));
+        assert_eq!(topk_segments(132, 132, 1_000_000, 80, L).0, 1);
+        assert_eq!(topk_segments(67, 132, 1_000_000, 80, L).0, 1);
+        assert_eq!(topk_segments(1, 132, 2047, 80, L).0, 1);
+        assert_eq!(topk_segments(1, 132, 2048, 80, L), (2, 1024));
         // The lists of all segments stay within the scratch budget.
-        assert_eq!(topk_segments(1, 132, 1 << 30, TOPK_SCRATCH_BYTES / 3).0, 3);
-        assert_eq!(topk_segments(1, 132, 1 << 30, TOPK_SCRATCH_BYTES).0, 1);
+        assert_eq!(
+            topk_segments(1, 132, 1 << 30, TOPK_SCRATCH_BYTES / 3, L).0,
+            3
+        );
+        assert_eq!(topk_segments(1, 132, 1 << 30, TOPK_SCRATCH_BYTES, L).0, 1);
         // At most 32 segments.
-        assert_eq!(topk_segments(1, 1000, 1 << 30, 8).0, 32);
+        assert_eq!(topk_segments(1, 1000, 1 << 30, 8, L).0, 32);
     }
 
     #[test]
@@ -955,7 +977,7 @@ mod tests {
         for m in [1, 127, 128, 1000, 2048, 4100, 10_007, 65_536, 1_000_003] {
             for blocks in [1, 2, 3, 7, 40, 200] {
                 for sms in [1, 2, 64, 132] {
-                    let (splits, span) = topk_segments(blocks, sms, m, 8 * 10);
+                    let (splits, span) = topk_segments(blocks, sms, m, 8 * 10, L);
                     assert_eq!(span % TILE, 0, "{m} {blocks} {sms}");
                     assert!((1..=32).contains(&splits));
                     assert!(splits * span >= m && (splits - 1) * span < m.max(1));

@@ -32,8 +32,11 @@ struct dim3 {
     dim3(unsigned a, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
 struct uint3 { unsigned x, y, z; };
-inline thread_local uint3 threadIdx, blockIdx;
-inline thread_local dim3 blockDim, gridDim;
+// The emulation's per-thread state is plain data (no dynamic-init wrapper on each use). The
+// initial-exec TLS model would be faster still, but a dlopen'ed library's whole TLS block
+// (the shared arrays too) must then fit glibc's small static surplus.
+#define EMU_TLS thread_local
+inline EMU_TLS uint3 threadIdx, blockIdx, blockDim, gridDim;
 
 using std::fma; using std::fmax; using std::sqrt; using std::isnan;
 #include <math.h>
@@ -116,12 +119,17 @@ struct Sched {
     void (*body)(void*) = nullptr;
     void* body_arg = nullptr;
     unsigned long long rng = 88172645463325252ull;
+    std::vector<int> runnable;  // fibers ready to run, in no particular order
+    struct Block* block = nullptr;
 };
-inline thread_local Sched g_s;
-inline thread_local const char* g_kernel = "?";
+inline EMU_TLS Sched* g_sched = nullptr;
+inline EMU_TLS const char* g_kernel = "?";
+inline EMU_TLS int g_linear = 0;
+// This OS thread's scheduler (made on first use).
+#define g_s (*::emu::g_sched)
 
 // The running thread's index within its block (x fastest), which decides its warp and lane.
-inline int linear_tid() { return g_s.f[g_s.cur].linear; }
+inline int linear_tid() { return g_linear; }
 }  // namespace emu
 extern "C" void emu_switch(void** save_sp, void* new_sp);
 
@@ -134,15 +142,27 @@ namespace emu {
     fflush(stderr);
     abort();
 }
+// A barrier of `expected` fibers; the one that arrives last goes on, the others wait and
+// become runnable again when it arrives.
 struct Barrier {
     int expected = 0, count = 0;
     unsigned long gen = 0;
-    void init(int n) { expected = n; count = 0; gen = 0; }
-    void release() { count = 0; ++gen; }
+    std::vector<int> waiters;
+    void init(int n) { expected = n; count = 0; gen = 0; waiters.clear(); }
+    void release() {
+        count = 0;
+        ++gen;
+        for (int w : waiters) {
+            g_s.f[w].state = 0;
+            g_s.runnable.push_back(w);
+        }
+        waiters.clear();
+    }
     void wait(const char* what) {
         if (++count >= expected) { release(); return; }
         Fiber& me = g_s.f[g_s.cur];
         me.state = 1; me.wait_on = this; me.wait_gen = gen; me.what = what;
+        waiters.push_back(g_s.cur);
         emu_switch(&me.sp, g_s.main_sp);
     }
     void drop() {
@@ -156,6 +176,7 @@ struct Warp {
     int op[32];
     int lanes = 32;
     int exited = 0;
+    float mma[256];  // include_tc/mma.h: one warp's mma_sync result
 };
 struct Block {
     Barrier bar;
@@ -163,7 +184,7 @@ struct Block {
     int flag[1024];
     int nthreads;
 };
-inline thread_local Block* g_block = nullptr;
+inline EMU_TLS Block* g_block = nullptr;
 
 enum { OP_SYNCWARP = 1, OP_BALLOT, OP_SHFL };
 inline unsigned long long warp_op(unsigned mask, int opcode, unsigned long long mine,
@@ -281,8 +302,9 @@ inline std::vector<int> written_shared() {
 // Runs one block of `block` threads to completion on the calling OS thread.
 inline void run_block(void (*body)(void*), void* arg, uint3 bidx, dim3 grid, dim3 block) {
     const int n = (int)(block.x * block.y * block.z);
-    static thread_local Block* mine = new Block;
-    Block* b = mine;
+    if (!g_sched) g_sched = new Sched;
+    if (!g_s.block) g_s.block = new Block;
+    Block* b = g_s.block;
     b->nthreads = n;
     b->bar.init(n);
     for (int w = 0; w < (n + 31) / 32; ++w) {
@@ -305,36 +327,37 @@ inline void run_block(void (*body)(void*), void* arg, uint3 bidx, dim3 grid, dim
         f.sp = sp; f.state = 0; f.wait_on = nullptr; f.linear = t;
         f.tid = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
     }
-    std::vector<int> order(n);
-    for (int i = 0; i < n; ++i) order[i] = order_mode() == 1 ? n - 1 - i : i;
+    // Which runnable fiber goes next: the first (in order), the last (reversed) or any.
+    std::vector<int>& run = g_s.runnable;
+    run.clear();
+    for (int i = 0; i < n; ++i) run.push_back(i);
     int done = 0;
-    blockIdx = bidx; blockDim = block; gridDim = grid;
+    blockIdx = bidx;
+    blockDim = uint3{block.x, block.y, block.z};
+    gridDim = uint3{grid.x, grid.y, grid.z};
     while (done < n) {
-        if (order_mode() == 2)
-            for (int i = n - 1; i > 0; --i) std::swap(order[i], order[xr() % (i + 1)]);
-        bool progress = false;
-        for (int oi = 0; oi < n; ++oi) {
-            int i = order[oi];
-            Fiber& f = g_s.f[i];
-            if (f.state == 2) continue;
-            if (f.state == 1) {
-                if (f.wait_on->gen == f.wait_gen) continue;
-                f.state = 0;
-            }
-            g_s.cur = i;
-            threadIdx = f.tid;
-            emu_switch(&g_s.main_sp, f.sp);
-            progress = true;
-            if (f.state == 2) ++done;
-        }
-        if (!progress && done < n) {
+        if (run.empty()) {
             for (int i = 0; i < n; ++i)
                 if (g_s.f[i].state == 1) {
                     g_s.cur = i;
                     threadIdx = g_s.f[i].tid;
+                    g_linear = g_s.f[i].linear;
                     die((std::string("hang: threads wait forever, e.g. this one at ") + g_s.f[i].what).c_str());
                 }
+            die("hang: no thread can run");
         }
+        size_t pick = run.size() - 1;
+        if (order_mode() == 2) pick = xr() % run.size();
+        else if (order_mode() == 0) pick = 0;
+        const int i = run[pick];
+        if (order_mode() == 0) run.erase(run.begin());
+        else { run[pick] = run.back(); run.pop_back(); }
+        Fiber& f = g_s.f[i];
+        g_s.cur = i;
+        threadIdx = f.tid;
+        g_linear = f.linear;
+        emu_switch(&g_s.main_sp, f.sp);
+        if (f.state == 2) ++done;
     }
     g_block = nullptr;
 }

@@ -147,22 +147,29 @@ inline void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<ma
     unsigned long long h = emu::wmma_hash(a.x, sizeof a.x) ^ (emu::wmma_hash(b.x, sizeof b.x) * 3) ^
                            (emu::wmma_hash(c.x, sizeof c.x) * 5);
     emu::wmma_arrive(emu::OP_WMMA_MMA, h, "mma_sync");
-    if constexpr (std::is_same_v<T, precision::tf32>) {
-        static int strict = [] { const char* e = getenv("EMU_TF32_STRICT"); return e ? atoi(e) : 1; }();
-        if (strict) {
-            for (float v : a.x) if (!wmma_is_tf32(v)) emu::die("mma_sync: tf32 matrix_a element not converted by __float_to_tf32");
-            for (float v : b.x) if (!wmma_is_tf32(v)) emu::die("mma_sync: tf32 matrix_b element not converted by __float_to_tf32");
+    // Every lane holds the same fragments (checked above): lane 0 computes for the warp.
+    static_assert(M * N <= 256, "accumulator tile larger than the warp's scratch");
+    const int t = emu::linear_tid();
+    emu::Warp& w = emu::g_block->warps[t / 32];
+    if (t % 32 == 0) {
+        if constexpr (std::is_same_v<T, precision::tf32>) {
+            static int strict = [] { const char* e = getenv("EMU_TF32_STRICT"); return e ? atoi(e) : 1; }();
+            if (strict) {
+                for (float v : a.x) if (!wmma_is_tf32(v)) emu::die("mma_sync: tf32 matrix_a element not converted by __float_to_tf32");
+                for (float v : b.x) if (!wmma_is_tf32(v)) emu::die("mma_sync: tf32 matrix_b element not converted by __float_to_tf32");
+            }
         }
+        for (int i = 0; i < M; ++i)
+            for (int j = 0; j < N; ++j) {
+                double s = c.x[i * N + j];
+                for (int k = 0; k < K; ++k) s += wmma_d(a.x[i * K + k]) * wmma_d(b.x[k * N + j]);
+                w.mma[i * N + j] = (float)s;
+            }
     }
-    float out[M * N];
-    for (int i = 0; i < M; ++i)
-        for (int j = 0; j < N; ++j) {
-            double s = c.x[i * N + j];
-            for (int k = 0; k < K; ++k) s += wmma_d(a.x[i * K + k]) * wmma_d(b.x[k * N + j]);
-            out[i * N + j] = (float)s;
-        }
+    // The next mma of this warp writes the scratch only after every lane arrived there,
+    // that is after every lane copied this result out.
     emu::wmma_leave("mma_sync (2)");
-    std::memcpy(d.x, out, sizeof out);
+    std::memcpy(d.x, w.mma, sizeof(float) * M * N);
 }
 }  // namespace wmma
 }  // namespace nvcuda
