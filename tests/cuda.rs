@@ -486,3 +486,59 @@ fn new_is_an_error_without_a_driver_and_works_with_one() {
         }
     }
 }
+
+/// An output larger than the device's free memory is `Error::OutOfMemory` (never a panic),
+/// and the handle works after it. The inputs are tiny: [n, 1, 1] against [1, m, 1] along the
+/// last dim broadcasts to an [n, m] result.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn an_output_past_free_memory_is_out_of_memory() -> Result<()> {
+    let cuda = gpu();
+    cuda.stream().context().bind_to_thread()?;
+    let (free, _total) = cosim::cudarc::driver::result::mem_get_info()?;
+    let n = 1 << 16;
+    let m = (free / 4 + (64 << 20)).div_ceil(n);
+    let (x1, x2) = (
+        cuda.upload(&vec![1.0f32; n])?,
+        cuda.upload(&vec![2.0f32; m])?,
+    );
+    let e = cuda
+        .cosine_similarity(&x1, &[n, 1, 1], &x2, &[1, m, 1], 2, None)
+        .unwrap_err();
+    assert!(
+        matches!(e, cosim::Error::OutOfMemory { bytes, .. } if bytes == n * m * 4),
+        "{e:?}"
+    );
+    let (y1, y2) = (x1.slice(..4), x2.slice(..3));
+    let s = cuda.cosine_similarity(&y1, &[4, 1, 1], &y2, &[1, 3, 1], 2, None)?;
+    assert_eq!(cuda.download(&s.values)?, vec![1.0f32; 12]);
+    Ok(())
+}
+
+/// Every device of the machine opens and computes, each on its own memory and stream
+/// (tools/cuda-emu/test.sh runs it with two emulated devices).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn every_device_computes() -> Result<()> {
+    let count = cosim::cuda::device_count()?;
+    assert!(count >= 1);
+    let mut r = rng(900);
+    let shape = [5, 33, 7];
+    let (h1, h2) = (
+        random_input::<f32>(&mut r, &shape),
+        random_input::<f32>(&mut r, &shape),
+    );
+    let (want, _) = reference_along(&h1, &shape, &h2, &shape, 1, 1e-8);
+    let gpus = (0..count).map(Cuda::new).collect::<Result<Vec<_>, _>>()?;
+    let outs = gpus
+        .iter()
+        .map(|g| {
+            let (d1, d2) = (g.upload(&h1)?, g.upload(&h2)?);
+            Ok(g.cosine_similarity(&d1, &shape, &d2, &shape, 1, None)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (i, (g, s)) in gpus.iter().zip(&outs).enumerate() {
+        assert_close(&g.download(&s.values)?, &want, &format!("device {i}"));
+    }
+    Ok(())
+}

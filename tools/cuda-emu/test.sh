@@ -36,6 +36,23 @@ for t in cuda cuda_pairwise; do
 done
 
 if [ $# -eq 0 ]; then
+  # Two devices: each opens and computes on its own memory and streams.
+  if COSIM_EMU_DEVICES=2 cargo test "${profile[@]}" -q --test cuda -- --include-ignored every_device \
+       > "$logs/two-devices.log" 2>&1 && COSIM_EMU_DEVICES=2 "$cosim" info | grep -q "cuda:1: cosim CUDA emulator"; then
+    echo "two devices: ok"
+  else
+    status=1
+    echo "two devices: FAILED (log: $logs/two-devices.log)"
+  fi
+  # A device too small for the job: one clear line, exit 1, no output file left behind.
+  rm -f "$logs/oom.npy"
+  if COSIM_EMU_MEMORY=64K "$cosim" --device cuda --quiet demo > "$logs/oom.log" 2>&1; then
+    status=1
+    echo "out of memory: FAILED (a job on a 64 KiB device succeeded)"
+  else
+    echo "out of memory: $(tail -n 1 "$logs/oom.log")"
+  fi
+
   py=${PYTHON:-$root/.venv-nvcc/bin/python}
   "$py" -c "import numpy" 2>/dev/null || "$py" -m pip install --quiet --disable-pip-version-check numpy
   start=$SECONDS

@@ -172,8 +172,13 @@ struct Barrier {
 };
 struct Warp {
     Barrier bar;
-    unsigned long long val[32];
-    int op[32];
+    // Two sets of posts, alternating from one warp op to the next (every lane runs the same
+    // sequence of them): a lane may post its next op while slower lanes still read this one's.
+    // Each post is stamped with the lane's count of warp ops, so a lane that exited (whose
+    // posts are stale) shows.
+    unsigned long long vals[2][32];
+    unsigned long long ops[2][32];
+    unsigned long long seq[32];
     int lanes = 32;
     int exited = 0;
     float mma[256];  // include_tc/mma.h: one warp's mma_sync result
@@ -193,19 +198,21 @@ inline unsigned long long warp_op(unsigned mask, int opcode, unsigned long long 
     const int t = linear_tid(), lane = t % 32;
     Warp& w = g_block->warps[t / 32];
     if (w.lanes != 32) die("warp op with a full mask in a partial warp (block size not a multiple of 32)");
-    w.val[lane] = mine;
-    w.op[lane] = opcode;
-    w.bar.wait(opcode == OP_SYNCWARP ? "__syncwarp" : opcode == OP_BALLOT ? "__ballot_sync" : "__shfl_xor_sync");
     if (w.exited) die("warp op after some lanes of the warp exited");
+    const unsigned long long n = w.seq[lane]++, stamp = n << 8 | (unsigned)opcode;
+    unsigned long long* val = w.vals[n & 1];
+    unsigned long long* op = w.ops[n & 1];
+    val[lane] = mine;
+    op[lane] = stamp;
+    w.bar.wait(opcode == OP_SYNCWARP ? "__syncwarp" : opcode == OP_BALLOT ? "__ballot_sync" : "__shfl_xor_sync");
     for (int i = 0; i < 32; ++i)
-        if (w.op[i] != opcode) die("lanes of a warp in different warp ops");
+        if (op[i] != stamp) die("lanes of a warp in different warp ops (or some lanes exited)");
     unsigned long long r = 0;
     if (ballot) {
-        for (int i = 0; i < 32; ++i) if (w.val[i]) r |= 1ull << i;
+        for (int i = 0; i < 32; ++i) if (val[i]) r |= 1ull << i;
     } else {
-        r = w.val[lane ^ src_lane_xor];
+        r = val[lane ^ src_lane_xor];
     }
-    w.bar.wait("warp op (second phase)");
     return r;
 }
 }  // namespace emu
@@ -312,6 +319,7 @@ inline void run_block(void (*body)(void*), void* arg, uint3 bidx, dim3 grid, dim
         b->warps[w].bar.init(lanes);
         b->warps[w].lanes = lanes;
         b->warps[w].exited = 0;
+        std::memset(b->warps[w].seq, 0, sizeof b->warps[w].seq);
     }
     g_block = b;
     if ((int)g_s.f.size() < n) g_s.f.resize(n);

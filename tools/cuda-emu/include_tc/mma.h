@@ -60,13 +60,16 @@ inline void wmma_arrive(int opcode, unsigned long long key, const char* what) {
     if (blockDim.x % 32) die("block not a multiple of 32");
     const int t = emu::linear_tid(), lane = t % 32;
     Warp& w = g_block->warps[t / 32];
-    w.val[lane] = key;
-    w.op[lane] = opcode;
-    w.bar.wait(what);
     if (w.exited) die((std::string(what) + ": some lanes of the warp exited").c_str());
+    const unsigned long long n = w.seq[lane]++, stamp = n << 8 | (unsigned)opcode;
+    unsigned long long* val = w.vals[n & 1];
+    unsigned long long* op = w.ops[n & 1];
+    val[lane] = key;
+    op[lane] = stamp;
+    w.bar.wait(what);
     for (int i = 0; i < 32; ++i) {
-        if (w.op[i] != opcode) die((std::string(what) + ": lanes of a warp in different warp ops").c_str());
-        if (w.val[i] != w.val[0])
+        if (op[i] != stamp) die((std::string(what) + ": lanes of a warp in different warp ops (or some exited)").c_str());
+        if (val[i] != val[0])
             die((std::string(what) + ": lanes disagree (pointer/ldm/layout/fragment contents differ)").c_str());
     }
 }
