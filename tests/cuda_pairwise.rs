@@ -440,13 +440,20 @@ fn top_k_of_few_rows_splits_the_columns() -> Result<()> {
 fn batches_past_the_grid_limit() -> Result<()> {
     let cuda = gpu();
     let mut r = rng(340);
-    let batch = 65_537;
-    for layouts in [(Layout::Rows, Layout::Rows), (Layout::Cols, Layout::Rows)] {
-        let p = problem::<f32>(&mut r, Some(batch), None, 3, 5, 4, layouts)?;
-        let what = format!("{batch} batches {layouts:?}");
-        check_matrix(&cuda, &p, 0, &what)?;
+    // One past the limit: launched whole, z would be 65536.
+    let batch = 65_536;
+    let p = problem::<f32>(&mut r, Some(batch), None, 3, 5, 4, LAYOUTS[2])?;
+    let what = format!("{batch} batches");
+    check_matrix(&cuda, &p, 0, &what)?;
+    if !emulated(&cuda) {
         check_top_k(&cuda, &p, 2, &what)?;
         check_reductions(&cuda, &p, &what)?;
+    } else {
+        // A launch per batch costs the emulator a millisecond or so.
+        emulator_note(
+            "batches_past_the_grid_limit",
+            "the matrix only (not top-k and the reductions)",
+        );
     }
     Ok(())
 }

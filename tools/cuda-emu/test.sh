@@ -31,7 +31,7 @@ for t in cuda cuda_pairwise; do
   if ! cargo test "${profile[@]}" -q --test "$t" -- --include-ignored "$@" > "$logs/$t.log" 2>&1; then
     status=1
   fi
-  grep -E "^test result|FAILED|panicked|EMU FATAL|^cuda-emu" "$logs/$t.log" | head -30
+  { grep -E "^test result|FAILED|panicked|EMU FATAL|^cuda-emu|^error|signal" "$logs/$t.log" || true; } | head -30
   echo "($t: $((SECONDS - start)) s)"
 done
 
@@ -60,10 +60,10 @@ if [ $# -eq 0 ]; then
     status=1
   fi
   echo "cli checks: $(grep -c '^ok ' "$logs/cli.log") ok, $(grep -c '^BAD' "$logs/cli.log") bad ($((SECONDS - start)) s)"
-  grep -E "^BAD|EMU FATAL|Error|error" "$logs/cli.log" | head -20 || true
+  { grep -E "^BAD|EMU FATAL|Error|error" "$logs/cli.log" || true; } | head -20
 fi
 
 echo "== tests shrunk or skipped on the emulator:"
-grep -h "^cuda-emu note:" "$logs"/cuda*.log | sort -u || echo "(none)"
+{ grep -h "^cuda-emu note:" "$logs"/cuda*.log || echo "(none)"; } | sort -u
 [ $status -eq 0 ] && echo "cuda-emu: all passed" || echo "cuda-emu: FAILED (logs in $logs)"
 exit $status

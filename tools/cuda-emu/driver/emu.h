@@ -48,16 +48,23 @@ extern thread_local const char* t_op;
 struct Device;
 struct Context;
 
-// One device allocation: [ptr, ptr + size) inside its own mapping, with a PROT_NONE page on
-// either side and the slack between the data and those pages filled with a guard pattern.
+// One device allocation, [ptr, ptr + size), with guard bytes in [lo, ptr) and
+// [ptr + size, hi). A large one has its own mapping [base, base + map_len) with an
+// inaccessible page on either side of [lo, hi); a small one (256 B guards on either side)
+// lives in an arena and is reused, once freed, only after many later frees.
 struct Alloc {
-    char* base = nullptr;
+    char* base = nullptr;  // own mapping (null for arena allocations)
     size_t map_len = 0;
+    char* lo = nullptr;
+    char* hi = nullptr;
     char* ptr = nullptr;
     size_t size = 0;
     size_t span = 0;  // size rounded up to 256
     Device* dev = nullptr;
     bool live = true;
+    // The whole range this allocation answers for (its mapping, or its guarded slot).
+    uintptr_t first() const { return (uintptr_t)(base ? base : lo); }
+    uintptr_t last() const { return base ? (uintptr_t)base + map_len : (uintptr_t)hi; }
 };
 
 struct Device {

@@ -348,7 +348,9 @@ EMU_API CUresult cuLaunchKernel(CUfunction h, unsigned gx, unsigned gy, unsigned
     CUresult err;
     Stream* s = stream_of(hs, &err);
     if (!s) return err;
-    // Pointer arguments into device memory must be live and on this device.
+    // Pointer arguments into device memory must be live and on this device; their guards are
+    // checked after the kernel (every allocation's are checked again when it is freed).
+    std::vector<uintptr_t> args;
     for (int i = 0; i < k->nparams; ++i) {
         if (k->sizes[i] != 8) continue;
         uint64_t v;
@@ -359,16 +361,17 @@ EMU_API CUresult cuLaunchKernel(CUfunction h, unsigned gx, unsigned gy, unsigned
         if (a->dev != s->ctx->dev)
             fatal("cuLaunchKernel of %s: argument %d points into device %d's memory, the launch is on device %d",
                   k->name, i, a->dev->ordinal, s->ctx->dev->ordinal);
+        args.push_back((uintptr_t)v);
     }
     // The values are copied now: kernelParams points at the caller's temporaries.
     void* bound = k->bind(params);
-    Device* dev = s->ctx->dev;
-    s->push([k, bound, grid0 = gx, grid1 = gy, grid2 = gz, b0 = bx, b1 = by, b2 = bz, dev] {
+    s->push([k, bound, grid0 = gx, grid1 = gy, grid2 = gz, b0 = bx, b1 = by, b2 = bz, args = std::move(args)] {
         t_op = k->name;
         const unsigned g[3] = {grid0, grid1, grid2}, t[3] = {b0, b1, b2};
         run_grid(k, bound, g, t);
         k->release(bound);
-        mem::check_guards(nullptr, dev, k->name);
+        for (uintptr_t v : args)
+            if (Alloc* a = mem::owner(v)) mem::check_guards(a, nullptr, k->name);
     });
     return CUDA_SUCCESS;
 }

@@ -3,6 +3,7 @@
 // both sides and guard bytes in the slack up to them, is poisoned (0xff: NaN in every float
 // type) when made, and is made inaccessible when freed, staying reserved for a while so that
 // a use after free faults instead of reading someone else's data.
+#include <errno.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -17,15 +18,25 @@ namespace drv {
 namespace mem {
 namespace {
 
-constexpr unsigned char GUARD = 0xa5;
+constexpr unsigned char GUARD = 0xa5, FREED = 0xdd;
 constexpr size_t ALIGN = 256;
-// Freed mappings kept reserved (address space only), oldest released first past this.
+// Allocations up to this size come from arenas (a mapping each would exhaust the process's
+// vm.max_map_count, ~65k, when thousands are queued on a stream before it frees them).
+constexpr size_t SMALL = 64 << 10;
+constexpr size_t ARENA = 64 << 20;
+// Freed large mappings stay reserved (inaccessible) and freed small slots stay poisoned and
+// unused, oldest released first past these.
 constexpr size_t QUARANTINE = size_t(64) << 30;
+constexpr size_t QUARANTINE_COUNT = 4096;
+constexpr size_t SMALL_QUARANTINE = 16384;
 
 std::mutex g_m;
-std::map<uintptr_t, Alloc*> g_by_ptr;  // every allocation ever made that is still mapped
-std::deque<Alloc*> g_freed;
+std::map<uintptr_t, Alloc*> g_by_ptr;  // by first(): every allocation still mapped
+std::deque<Alloc*> g_freed, g_freed_small;
 size_t g_freed_bytes = 0;
+std::map<size_t, std::vector<Alloc*>> g_reuse;  // small slots by span, ready again
+char* g_arena = nullptr;
+size_t g_arena_left = 0;
 std::map<uintptr_t, size_t> g_pinned;
 
 size_t page() {
@@ -38,20 +49,53 @@ Alloc* containing(uintptr_t p) {
     if (it == g_by_ptr.begin()) return nullptr;
     --it;
     Alloc* a = it->second;
-    uintptr_t b = (uintptr_t)a->base;
-    return p >= b && p < b + a->map_len ? a : nullptr;
+    return p >= a->first() && p < a->last() ? a : nullptr;
 }
 
 void check_one(Alloc* a, const char* after) {
-    const char* front = a->base + page();
-    for (const char* q = front; q < a->ptr; ++q)
+    for (const char* q = a->lo; q < a->ptr; ++q)
         if ((unsigned char)*q != GUARD)
             fatal("after %s: %zu bytes before the start of a %zu-byte allocation at %p were written",
                   after, (size_t)(a->ptr - q), a->size, (void*)a->ptr);
-    for (const char* q = a->ptr + a->size; q < a->ptr + a->span; ++q)
+    for (const char* q = a->ptr + a->size; q < a->hi; ++q)
         if ((unsigned char)*q != GUARD)
             fatal("after %s: byte %zu past the end of a %zu-byte allocation at %p was written",
                   after, (size_t)(q - a->ptr - a->size), a->size, (void*)a->ptr);
+}
+
+// A small slot of `span` bytes between 256-byte guards (g_m held).
+Alloc* small_slot(size_t span) {
+    auto& v = g_reuse[span];
+    if (!v.empty()) {
+        Alloc* a = v.back();
+        v.pop_back();
+        return a;
+    }
+    const size_t need = span + 2 * ALIGN;
+    if (g_arena_left < need) {
+        void* m = mmap(nullptr, ARENA, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED) return nullptr;
+        g_arena = (char*)m;
+        g_arena_left = ARENA;
+    }
+    auto* a = new Alloc;
+    a->lo = g_arena;
+    a->ptr = g_arena + ALIGN;
+    a->hi = a->ptr + span + ALIGN;
+    a->span = span;
+    g_arena += need;
+    g_arena_left -= need;
+    g_by_ptr[a->first()] = a;
+    return a;
+}
+
+// Takes a freed small slot out of quarantine: its poison must be intact (g_m held).
+void release_small(Alloc* a) {
+    for (const char* q = a->ptr; q < a->ptr + a->span; ++q)
+        if ((unsigned char)*q != FREED)
+            fatal("freed device memory at %p (byte %zu of a freed %zu-byte allocation) was written after its free",
+                  (void*)q, (size_t)(q - a->ptr), a->size);
+    g_reuse[a->span].push_back(a);
 }
 
 }  // namespace
@@ -64,28 +108,44 @@ CUresult alloc(Device* dev, size_t bytes, CUdeviceptr* out) {
         if (bytes > config().memory || dev->used + bytes > config().memory) return CUDA_ERROR_OUT_OF_MEMORY;
         dev->used += bytes;
     }
-    auto* a = new Alloc;
-    a->size = bytes;
-    a->span = (bytes + ALIGN - 1) / ALIGN * ALIGN;
-    const size_t data = (a->span + page() - 1) / page() * page();
-    a->map_len = data + 2 * page();
-    void* m = mmap(nullptr, a->map_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED) {
+    const size_t span = (bytes + ALIGN - 1) / ALIGN * ALIGN;
+    Alloc* a = nullptr;
+    if (span <= SMALL) {
+        std::lock_guard<std::mutex> l(g_m);
+        a = small_slot(span);
+    } else {
+        a = new Alloc;
+        a->span = span;
+        const size_t data = (span + page() - 1) / page() * page();
+        a->map_len = data + 2 * page();
+        void* m = mmap(nullptr, a->map_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m != MAP_FAILED && mprotect((char*)m + page(), data, PROT_READ | PROT_WRITE) != 0) {
+            note("cuMemAlloc of %zu bytes: mprotect failed (%s)", bytes, strerror(errno));
+            munmap(m, a->map_len);
+            m = MAP_FAILED;
+        }
+        if (m == MAP_FAILED) {
+            delete a;
+            a = nullptr;
+        } else {
+            a->base = (char*)m;
+            a->lo = a->base + page();
+            a->ptr = a->base + page() + (data - span);
+            a->hi = a->ptr + span;
+            std::lock_guard<std::mutex> l(g_m);
+            g_by_ptr[a->first()] = a;
+        }
+    }
+    if (!a) {
         std::lock_guard<std::mutex> l(dev->m);
         dev->used -= bytes;
-        delete a;
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    a->base = (char*)m;
-    mprotect(a->base + page(), data, PROT_READ | PROT_WRITE);
-    a->ptr = a->base + page() + (data - a->span);
+    a->size = bytes;
     a->dev = dev;
-    std::memset(a->base + page(), GUARD, data);
+    std::memset(a->lo, GUARD, (size_t)(a->hi - a->lo));
     std::memset(a->ptr, 0xff, bytes);
-    {
-        std::lock_guard<std::mutex> l(g_m);
-        g_by_ptr[(uintptr_t)a->base] = a;
-    }
+    a->live = true;
     *out = (CUdeviceptr)(uintptr_t)a->ptr;
     return CUDA_SUCCESS;
 }
@@ -105,17 +165,28 @@ CUresult free(CUdeviceptr p, const char* what) {
         }
         check_one(a, what);
         a->live = false;
-        // Keep the addresses reserved but give the memory back.
-        mmap(a->base, a->map_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-        g_freed.push_back(a);
-        g_freed_bytes += a->map_len;
-        while (g_freed_bytes > QUARANTINE) {
-            Alloc* old = g_freed.front();
-            g_freed.pop_front();
-            g_freed_bytes -= old->map_len;
-            g_by_ptr.erase((uintptr_t)old->base);
-            munmap(old->base, old->map_len);
-            delete old;
+        if (!a->base) {
+            std::memset(a->ptr, FREED, a->span);
+            g_freed_small.push_back(a);
+            if (g_freed_small.size() > SMALL_QUARANTINE) {
+                release_small(g_freed_small.front());
+                g_freed_small.pop_front();
+            }
+        } else {
+            // Keep the addresses reserved but give the memory back.
+            if (mmap(a->base, a->map_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
+                     0) == MAP_FAILED)
+                fatal("%s of %p: could not unmap it (%s)", what, (void*)(uintptr_t)p, strerror(errno));
+            g_freed.push_back(a);
+            g_freed_bytes += a->map_len;
+            while (g_freed_bytes > QUARANTINE || g_freed.size() > QUARANTINE_COUNT) {
+                Alloc* old = g_freed.front();
+                g_freed.pop_front();
+                g_freed_bytes -= old->map_len;
+                g_by_ptr.erase(old->first());
+                munmap(old->base, old->map_len);
+                delete old;
+            }
         }
     }
     std::lock_guard<std::mutex> l(a->dev->m);

@@ -18,27 +18,32 @@ template <class... P, void (*K)(P...)> struct Entry<K> {
     }
     static void* bind(void* const* params) { return bind_pack(params, std::index_sequence_for<P...>{}); }
     static void body(void* bound) { std::apply(K, *static_cast<const Args*>(bound)); }
-    // Shared arrays this kernel was seen to write: poisoned before each of its blocks. The
-    // first block of a grid on each thread poisons every array; blocks whose linear index is
-    // 0 or a power of two are checked for arrays written that the set lacks.
+    // Shared arrays this kernel was seen to write: poisoned before each of its blocks. Every
+    // array is poisoned before a grid's first block on a thread that last ran another kernel;
+    // the kernel's 1st, 2nd, 4th, 8th... block (over all its launches) is checked for arrays
+    // written that the set lacks.
     static inline std::mutex learned_m;
     static inline std::atomic<std::vector<int>*> learned{nullptr};
+    static inline std::atomic<unsigned long long> blocks{0};
     static void run(const char* name, const void* bound, const unsigned b[3], const unsigned g[3],
                     const unsigned t[3], int first) {
         g_kernel = name;
         std::vector<int>* set = learned.load();
-        poison_shared(first || !set ? nullptr : set);
+        const bool full = !set || (first && g_last_kernel != (const void*)&learned);
+        g_last_kernel = &learned;
+        poison_shared(full ? nullptr : set);
         run_block(&body, const_cast<void*>(bound), uint3{b[0], b[1], b[2]}, dim3(g[0], g[1], g[2]),
                   dim3(t[0], t[1], t[2]));
-        const unsigned long long linear = b[0] + (unsigned long long)g[0] * (b[1] + (unsigned long long)g[1] * b[2]);
-        if (!set || (linear & (linear - 1)) == 0) {
+        const unsigned long long n = blocks.fetch_add(1) + 1;
+        if (!set || (n & (n - 1)) == 0) {
             std::vector<int> w = written_shared();
             std::lock_guard<std::mutex> l(learned_m);
             std::vector<int>* cur = learned.load();
             std::vector<int> merged = cur ? *cur : std::vector<int>{};
             for (int i : w)
                 if (std::find(merged.begin(), merged.end(), i) == merged.end()) merged.push_back(i);
-            if (!cur || merged.size() != cur->size()) learned.store(new std::vector<int>(merged));  // the old one leaks: others may read it
+            // The old set leaks: other threads may be reading it.
+            if (!cur || merged.size() != cur->size()) learned.store(new std::vector<int>(merged));
         }
     }
     static void release(void* bound) { delete static_cast<Args*>(bound); }

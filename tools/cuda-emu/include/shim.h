@@ -125,6 +125,8 @@ struct Sched {
 inline EMU_TLS Sched* g_sched = nullptr;
 inline EMU_TLS const char* g_kernel = "?";
 inline EMU_TLS int g_linear = 0;
+// The kernel whose block this OS thread ran last (registry.h), to skip re-poisoning.
+inline EMU_TLS const void* g_last_kernel = nullptr;
 // This OS thread's scheduler (made on first use).
 #define g_s (*::emu::g_sched)
 
