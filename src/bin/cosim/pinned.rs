@@ -1,7 +1,9 @@
 //! Page-locked host buffers for the GPU pipelines (`blocks` and `pipeline`): copies from
 //! them run asynchronously, so staging the next piece of work overlaps the current one.
 
-use cosim::cudarc::driver::{CudaContext, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
+use cosim::cudarc::driver::{
+    CudaContext, CudaStream, DevicePtr, DeviceRepr, HostSlice, PinnedHostSlice, ValidAsZeroBits,
+};
 use std::sync::Arc;
 
 /// A pinned host buffer of `len` elements (at least one), zeroed. `write_combined` suits a
@@ -27,4 +29,39 @@ pub fn pinned<T: DeviceRepr + ValidAsZeroBits>(
     // SAFETY: `p` points to `len.max(1)` elements just allocated and owned by `h`.
     unsafe { std::ptr::write_bytes(p, 0, len.max(1)) };
     Ok(h)
+}
+
+/// Queues a copy of all of `src` into the front of `dst` on `stream`. cudarc's
+/// `memcpy_dtoh` copies `dst.len()` elements, reading past the end of a shorter source (the
+/// emulated driver refuses that; a GPU may read a neighbour's memory or fault).
+///
+/// # Errors
+/// The driver's, or an internal error if `dst` is shorter than `src`.
+pub fn download_front<E: DeviceRepr>(
+    stream: &Arc<CudaStream>,
+    src: &impl DevicePtr<E>,
+    dst: &mut PinnedHostSlice<E>,
+) -> crate::error::Result<()> {
+    let n = src.len();
+    if dst.len() < n {
+        return Err(crate::error::CliError::runtime(
+            "internal: a result longer than its pinned buffer",
+        ));
+    }
+    stream
+        .context()
+        .bind_to_thread()
+        .map_err(cosim::Error::from)?;
+    let (from, _read) = src.device_ptr(stream);
+    // SAFETY: the slice is used only by the copy queued on `stream` below; its guard records
+    // the pinned buffer's event after it, so a later host access waits for the copy.
+    let (to, _written) = unsafe { dst.stream_synced_mut_slice(stream) };
+    // SAFETY: `to[..n]` is valid pinned host memory for n elements and `from` holds n
+    // elements of the same type on `stream`'s device; both stay alive until the guards above
+    // have recorded the copy's completion events.
+    unsafe {
+        cosim::cudarc::driver::result::memcpy_dtoh_async(&mut to[..n], from, stream.cu_stream())
+    }
+    .map_err(cosim::Error::from)?;
+    Ok(())
 }

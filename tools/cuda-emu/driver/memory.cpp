@@ -30,14 +30,30 @@ constexpr size_t QUARANTINE = size_t(64) << 30;
 constexpr size_t QUARANTINE_COUNT = 4096;
 constexpr size_t SMALL_QUARANTINE = 16384;
 
-std::mutex g_m;
-std::map<uintptr_t, Alloc*> g_by_ptr;  // by first(): every allocation still mapped
-std::deque<Alloc*> g_freed, g_freed_small;
-size_t g_freed_bytes = 0;
-std::map<size_t, std::vector<Alloc*>> g_reuse;  // small slots by span, ready again
-char* g_arena = nullptr;
-size_t g_arena_left = 0;
-std::map<uintptr_t, size_t> g_pinned;
+// Never destroyed: stream workers may still free memory while the process exits.
+struct Heap {
+    std::mutex m;
+    std::map<uintptr_t, Alloc*> by_ptr;  // by first(): every allocation still mapped
+    std::deque<Alloc*> freed, freed_small;
+    size_t freed_bytes = 0;
+    std::map<size_t, std::vector<Alloc*>> reuse;  // small slots by span, ready again
+    char* arena = nullptr;
+    size_t arena_left = 0;
+    std::map<uintptr_t, size_t> pinned;
+};
+Heap& heap() {
+    static Heap* h = new Heap;
+    return *h;
+}
+#define g_m (heap().m)
+#define g_by_ptr (heap().by_ptr)
+#define g_freed (heap().freed)
+#define g_freed_small (heap().freed_small)
+#define g_freed_bytes (heap().freed_bytes)
+#define g_reuse (heap().reuse)
+#define g_arena (heap().arena)
+#define g_arena_left (heap().arena_left)
+#define g_pinned (heap().pinned)
 
 size_t page() {
     static size_t p = (size_t)sysconf(_SC_PAGESIZE);

@@ -15,7 +15,7 @@
 use super::pairs::{expect_len, ChunkKey, Done, PairOp, PairOut, PairWork};
 use crate::dtype::Compute;
 use crate::error::{CliError, Result};
-use crate::pinned::pinned;
+use crate::pinned::{download_front, pinned};
 use cosim::cuda::{Cuda, PairElement};
 use cosim::cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice, ValidAsZeroBits,
@@ -199,7 +199,7 @@ impl<T: Compute + PairElement> Slot<T> {
             PairOp::Matrix { .. } => {
                 let n = rows * cols;
                 c.pairwise_similarity_into(&plan, &mut self.values.dev.slice_mut(..n), &a, &b)?;
-                s.memcpy_dtoh(&self.values.dev.slice(..n), &mut self.values.host)?;
+                download_front(s, &self.values.dev.slice(..n), &mut self.values.host)?;
             }
             PairOp::TopK(k) => {
                 let kc = k.min(cols);
@@ -212,34 +212,34 @@ impl<T: Compute + PairElement> Slot<T> {
                     &b,
                     kc,
                 )?;
-                s.memcpy_dtoh(&self.values.dev.slice(..n), &mut self.values.host)?;
-                s.memcpy_dtoh(&self.indices.dev.slice(..n), &mut self.indices.host)?;
+                download_front(s, &self.values.dev.slice(..n), &mut self.values.host)?;
+                download_front(s, &self.indices.dev.slice(..n), &mut self.indices.host)?;
             }
             PairOp::Argmax => {
                 let t = c.pairwise_argmax(&plan, &a, &b)?;
                 expect_len(t.values.len(), rows, "row maxima")?;
                 expect_len(t.indices.len(), rows, "row maxima's indices")?;
-                s.memcpy_dtoh(&t.values, &mut self.values.host)?;
-                s.memcpy_dtoh(&t.indices, &mut self.indices.host)?;
+                download_front(s, &t.values, &mut self.values.host)?;
+                download_front(s, &t.indices, &mut self.indices.host)?;
             }
             PairOp::RowMean => {
                 let m = c.pairwise_row_mean(&plan, &a, &b)?;
                 expect_len(m.values.len(), rows, "row means")?;
-                s.memcpy_dtoh(&m.values, &mut self.values.host)?;
+                download_front(s, &m.values, &mut self.values.host)?;
             }
             PairOp::Mean => {
                 let m = c.pairwise_mean(&plan, &a, &b)?;
                 expect_len(m.values.len(), 1, "mean")?;
-                s.memcpy_dtoh(&m.values, &mut self.values.host)?;
+                download_front(s, &m.values, &mut self.values.host)?;
             }
             PairOp::Greedy => {
                 let r = c.pairwise_argmax(&plan, &a, &b)?;
                 expect_len(r.values.len(), rows, "row maxima")?;
-                s.memcpy_dtoh(&r.values, &mut self.values.host)?;
+                download_front(s, &r.values, &mut self.values.host)?;
                 let swapped = sets.swapped_plan(job)?;
                 let t = c.pairwise_argmax(&swapped, &b, &a)?;
                 expect_len(t.values.len(), cols, "column maxima")?;
-                s.memcpy_dtoh(&t.values, &mut self.cols.host)?;
+                download_front(s, &t.values, &mut self.cols.host)?;
             }
         }
         // Buffers the calls allocated (argmax's, the means') are freed in stream order after
