@@ -51,7 +51,7 @@ CUresult htod(const char* what, CUdeviceptr dst, const void* src, size_t n, CUst
         return enqueue(what, h, [=] {
             Alloc* a = at_run(what, dst, n);
             std::memcpy((void*)(uintptr_t)dst, src, n);
-            mem::check_guards(a, nullptr, what);
+            mem::check_guards(a, what);
         }, sync);
     }
     // Pageable: staged now, so the caller may reuse its buffer at once.
@@ -59,7 +59,7 @@ CUresult htod(const char* what, CUdeviceptr dst, const void* src, size_t n, CUst
     return enqueue(what, h, [=] {
         Alloc* a = at_run(what, dst, n);
         std::memcpy((void*)(uintptr_t)dst, staged->data(), n);
-        mem::check_guards(a, nullptr, what);
+        mem::check_guards(a, what);
     }, sync);
 }
 
@@ -82,7 +82,7 @@ CUresult dtod(const char* what, CUdeviceptr dst, CUdeviceptr src, size_t n, CUst
         at_run(what, src, n);
         Alloc* a = at_run(what, dst, n);
         std::memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, n);
-        mem::check_guards(a, nullptr, what);
+        mem::check_guards(a, what);
     }, sync);
 }
 
@@ -92,7 +92,7 @@ CUresult memset8(const char* what, CUdeviceptr dst, unsigned char v, size_t n, C
     return enqueue(what, h, [=] {
         Alloc* a = at_run(what, dst, n);
         std::memset((void*)(uintptr_t)dst, v, n);
-        mem::check_guards(a, nullptr, what);
+        mem::check_guards(a, what);
     }, sync);
 }
 
@@ -116,13 +116,7 @@ EMU_API CUresult cuMemFree_v2(CUdeviceptr p) {
     ENTER_CTX("cuMemFree_v2");
     if (p == 0) return CUDA_SUCCESS;
     // Synchronous: waits for the device's work, as the real call does.
-    std::vector<Stream*> all;
-    {
-        std::lock_guard<std::mutex> l(ctx->m);
-        all = ctx->streams;
-    }
-    all.push_back(ctx->null_stream);
-    for (Stream* s : all) s->drain();
+    drain(ctx);
     return mem::free(p, "cuMemFree_v2");
 }
 

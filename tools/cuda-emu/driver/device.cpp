@@ -272,13 +272,7 @@ EMU_API CUresult cuCtxSynchronize() {
     ENTER_INIT("cuCtxSynchronize");
     Context* c = current();
     if (!c) return CUDA_ERROR_INVALID_CONTEXT;
-    std::vector<Stream*> all;
-    {
-        std::lock_guard<std::mutex> l(c->m);
-        all = c->streams;
-    }
-    all.push_back(c->null_stream);
-    for (Stream* s : all) s->drain();
+    drain(c);
     return CUDA_SUCCESS;
 }
 

@@ -84,9 +84,8 @@ CUresult free(CUdeviceptr p, const char* what);
 Alloc* find(CUdeviceptr p, size_t n, std::string* why);
 // Any allocation (live or freed) whose mapping holds address p.
 Alloc* owner(uintptr_t p);
-// Aborts if the guard slack of `a` (or, with null, of every live allocation of `dev`) was
-// written.
-void check_guards(Alloc* a, Device* dev, const char* after);
+// Aborts if the guard bytes of `a` (if still live) were written.
+void check_guards(Alloc* a, const char* after);
 bool is_pinned(const void* p, size_t n);
 CUresult host_alloc(void** p, size_t bytes);
 CUresult host_free(void* p);
@@ -123,6 +122,8 @@ struct Stream {
 };
 void start(Stream* s);
 void destroy(Stream* s);
+// Waits until every stream of `c` (its null stream too) has run all its work.
+void drain(Context* c);
 
 struct Module;
 struct Function {

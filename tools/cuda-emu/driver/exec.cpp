@@ -62,6 +62,16 @@ void work(Stream* s) {
 
 void start(Stream* s) { s->worker = std::thread(work, s); }
 
+void drain(Context* c) {
+    std::vector<Stream*> all;
+    {
+        std::lock_guard<std::mutex> l(c->m);
+        all = c->streams;
+    }
+    all.push_back(c->null_stream);
+    for (Stream* s : all) s->drain();
+}
+
 void destroy(Stream* s) {
     {
         std::lock_guard<std::mutex> l(s->m);
@@ -83,6 +93,8 @@ struct Grid {
     std::atomic<uint64_t> next{0};
     std::atomic<uint64_t> finished{0};
     std::atomic<int> users{0};  // pool threads inside blocks(); taken only while queued
+    std::mutex m;
+    std::condition_variable cv;  // finished reached total, or users reached 0
 };
 
 struct Pool {
@@ -103,7 +115,10 @@ struct Pool {
                                      (unsigned)(b / ((uint64_t)g->grid[0] * g->grid[1]))};
             g->k->run(g->k->name, g->bound, idx, g->grid, g->block, first);
             first = 0;
-            g->finished.fetch_add(1);
+            if (g->finished.fetch_add(1) + 1 == g->total) {
+                std::lock_guard<std::mutex> l(g->m);
+                g->cv.notify_all();
+            }
         }
         t_op = nullptr;
     }
@@ -121,7 +136,8 @@ struct Pool {
                 g->users.fetch_add(1);
             }
             blocks(g);
-            g->users.fetch_sub(1);
+            std::lock_guard<std::mutex> l(g->m);
+            if (g->users.fetch_sub(1) == 1) g->cv.notify_all();
         }
     }
 };
@@ -145,7 +161,10 @@ void run_grid(const emu_kernel* k, const void* bound, const unsigned grid[3], co
         p.cv.notify_all();
     }
     Pool::blocks(&g);
-    while (g.finished.load() < g.total) std::this_thread::yield();
+    {
+        std::unique_lock<std::mutex> l(g.m);
+        g.cv.wait(l, [&] { return g.finished.load() >= g.total; });
+    }
     if (share) {
         std::lock_guard<std::mutex> l(p.m);
         for (auto it = p.grids.begin(); it != p.grids.end(); ++it)
@@ -154,7 +173,8 @@ void run_grid(const emu_kernel* k, const void* bound, const unsigned grid[3], co
                 break;
             }
     }
-    while (g.users.load() > 0) std::this_thread::yield();
+    std::unique_lock<std::mutex> l(g.m);
+    g.cv.wait(l, [&] { return g.users.load() == 0; });
     t_op = k->name;
 }
 

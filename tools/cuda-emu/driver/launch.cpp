@@ -259,14 +259,14 @@ EMU_API CUresult cuModuleGetFunction(CUfunction* out, CUmodule h, const char* na
     Module* m = module_of(h);
     if (!m) return CUDA_ERROR_INVALID_HANDLE;
     if (!m->names.count(name)) return CUDA_ERROR_NOT_FOUND;
+    const emu_kernel* k = world().find_kernel(name);
+    if (!k) return CUDA_ERROR_NOT_FOUND;
     std::lock_guard<std::mutex> l(world().m);
     auto it = m->functions.find(name);
     if (it == m->functions.end()) {
         auto* f = new Function;
         f->mod = m;
-        auto k = world().kernels.find(name);
-        if (k == world().kernels.end()) return CUDA_ERROR_NOT_FOUND;
-        f->k = k->second;
+        f->k = k;
         it = m->functions.emplace(name, f).first;
         world().functions.insert(f);
     }
@@ -371,7 +371,7 @@ EMU_API CUresult cuLaunchKernel(CUfunction h, unsigned gx, unsigned gy, unsigned
         run_grid(k, bound, g, t);
         k->release(bound);
         for (uintptr_t v : args)
-            if (Alloc* a = mem::owner(v)) mem::check_guards(a, nullptr, k->name);
+            if (Alloc* a = mem::owner(v)) mem::check_guards(a, k->name);
     });
     return CUDA_SUCCESS;
 }

@@ -243,14 +243,9 @@ Alloc* owner(uintptr_t p) {
     return containing(p);
 }
 
-void check_guards(Alloc* a, Device* dev, const char* after) {
+void check_guards(Alloc* a, const char* after) {
     std::lock_guard<std::mutex> l(g_m);
-    if (a) {
-        if (a->live) check_one(a, after);
-        return;
-    }
-    for (auto& [_, x] : g_by_ptr)
-        if (x->live && x->dev == dev) check_one(x, after);
+    if (a->live) check_one(a, after);
 }
 
 bool is_pinned(const void* p, size_t n) {
