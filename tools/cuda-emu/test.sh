@@ -55,6 +55,7 @@ if [ $# -eq 0 ]; then
 fi
 
 echo "== tests shrunk or skipped on the emulator:"
-{ grep -h "^cuda-emu note:" "$logs"/cuda*.log || echo "(none)"; } | sort -u
+# (a note may follow another test's "test NAME ... " on its line: the tests run in parallel)
+{ grep -oh "cuda-emu note:.*" "$logs"/cuda*.log || echo "(none)"; } | sort -u
 [ $status -eq 0 ] && echo "cuda-emu: all passed" || echo "cuda-emu: FAILED (logs in $logs)"
 exit $status
