@@ -42,13 +42,22 @@ fn main() {
         return;
     };
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let version = Command::new(&nvcc)
+    let about = Command::new(&nvcc)
         .arg("--version")
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().last().map(str::to_owned))
         .unwrap_or_default();
+    let version = about.lines().last().unwrap_or_default().to_owned();
+    // "Cuda compilation tools, release 13.0, V13.0.88": the CUDA version the kernels need
+    // of the driver (same major, or newer), reported by `cosim info` and load errors.
+    let release = about
+        .split("release ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
     let jobs: Vec<_> = FAMILIES
         .iter()
         .map(|fam| {
@@ -64,6 +73,7 @@ fn main() {
     println!("cargo::rustc-cfg=cosim_kernels");
     println!("cargo::rustc-env=COSIM_NVCC={} ({version})", nvcc.display());
     println!("cargo::rustc-env=COSIM_ARCHS=sm_80 sm_90 compute_80");
+    println!("cargo::rustc-env=COSIM_KERNELS_CUDA={release}");
 }
 
 fn compile(nvcc: &Path, family: &str, out: &Path) -> Result<(), String> {

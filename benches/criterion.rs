@@ -63,7 +63,6 @@ fn cpu_benches(c: &mut Criterion) {
 
 #[cfg(feature = "cuda")]
 fn cuda_benches(c: &mut Criterion) {
-    use cosim::cudarc::driver::sys::CUevent_flags;
     use std::time::Duration;
     let Ok(gpu) = cosim::cuda::Cuda::new(0) else {
         eprintln!("criterion: no usable GPU, CUDA benchmarks skipped");
@@ -79,29 +78,24 @@ fn cuda_benches(c: &mut Criterion) {
                 None => cosim::plan::Plan::flattened(s1, s2, 2, None)?,
             };
             let mut out = gpu.stream().alloc_zeros::<f32>(plan.out_len())?;
-            let ctx = gpu.stream().context().clone();
             g.throughput(Throughput::Bytes(bytes(s1, s2, dim)));
             g.bench_function(BenchmarkId::from_parameter(name), |bench| {
                 bench.iter_custom(|iters| {
                     let mut time = || -> cosim::Result<Duration> {
-                        let start = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-                        let end = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-                        start.record(gpu.stream())?;
-                        for _ in 0..iters {
-                            match dim {
-                                Some(d) => {
-                                    gpu.cosine_similarity_into(&mut out, &a, s1, &b, s2, d, None)?
-                                }
-                                None => {
-                                    gpu.channel_similarity_into(&mut out, &a, s1, &b, s2, 2, None)?
-                                }
-                            };
-                        }
-                        end.record(gpu.stream())?;
-                        end.synchronize()?;
-                        Ok(Duration::from_secs_f64(
-                            start.elapsed_ms(&end)? as f64 * 1e-3,
-                        ))
+                        let ms = gpu.time_ms(|| {
+                            for _ in 0..iters {
+                                match dim {
+                                    Some(d) => gpu.cosine_similarity_into(
+                                        &mut out, &a, s1, &b, s2, d, None,
+                                    )?,
+                                    None => gpu.channel_similarity_into(
+                                        &mut out, &a, s1, &b, s2, 2, None,
+                                    )?,
+                                };
+                            }
+                            Ok::<(), cosim::Error>(())
+                        })?;
+                        Ok(Duration::from_secs_f64(ms * 1e-3))
                     };
                     time().unwrap_or_else(|e| panic!("CUDA benchmark {name}: {e}"))
                 })

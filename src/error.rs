@@ -112,10 +112,32 @@ pub enum Error {
     /// The device ran out of memory for an output or a scratch buffer.
     #[error("CUDA device out of memory while allocating {bytes} bytes for {what}")]
     OutOfMemory { what: &'static str, bytes: usize },
+    /// A kernel module did not load, most often because the driver is older than the CUDA
+    /// that built the kernels.
+    #[cfg(feature = "cuda")]
+    #[error("loading cosim's {family} kernels failed ({source}): they were built by CUDA {kernels_cuda} and this driver supports CUDA {driver_cuda}{hint}", hint = load_hint(kernels_cuda, driver_cuda))]
+    KernelLoad {
+        family: &'static str,
+        kernels_cuda: &'static str,
+        driver_cuda: String,
+        source: cudarc::driver::DriverError,
+    },
     /// Any other failure reported by the CUDA driver.
     #[cfg(feature = "cuda")]
     #[error("CUDA driver error: {0}")]
     Driver(#[from] cudarc::driver::DriverError),
+}
+
+/// What to do about a kernel module that did not load, from the two CUDA versions ("13.0").
+#[cfg(feature = "cuda")]
+fn load_hint(kernels: &str, driver: &str) -> String {
+    let major = |v: &str| v.split('.').next().and_then(|m| m.parse::<u32>().ok());
+    match (major(kernels), major(driver)) {
+        (Some(k), Some(d)) if d < k => format!(
+            "; a CUDA {d} driver cannot load CUDA {k} code: update the NVIDIA driver to one for CUDA {kernels} or newer, or rebuild cosim with a CUDA {d} nvcc (NVCC=/path/to/nvcc cargo build)"
+        ),
+        _ => String::new(),
+    }
 }
 
 /// How a layout names the dims of an unbatched set, for messages.

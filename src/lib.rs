@@ -21,6 +21,8 @@
 //! # Ok::<(), cosim::Error>(())
 //! ```
 
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod cosine;
 pub mod cpu;
 #[cfg(feature = "cuda")]

@@ -4,7 +4,6 @@
 
 use cosim::cuda::{Cuda, PairElement};
 use cosim::cudarc::cublas::{sys as blas_sys, CudaBlas, Gemm, GemmConfig};
-use cosim::cudarc::driver::sys::CUevent_flags;
 use cosim::cudarc::driver::CudaSlice;
 use cosim::pairwise::{Layout, PairPlan, Precision};
 use cosim::{bf16, Element};
@@ -26,20 +25,12 @@ fn time(
     reps: usize,
     mut f: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<f64> {
-    let s = cuda.stream();
-    let ctx = s.context();
     for _ in 0..2 {
         f()?;
     }
     let mut ms = Vec::with_capacity(reps);
     for _ in 0..reps {
-        let a = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-        let b = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-        a.record(s)?;
-        f()?;
-        b.record(s)?;
-        b.synchronize()?;
-        ms.push(a.elapsed_ms(&b)? as f64);
+        ms.push(cuda.time_ms(&mut f)?);
     }
     Ok(median(ms))
 }

@@ -33,15 +33,42 @@ pub fn built() -> bool {
     cfg!(cosim_kernels)
 }
 
-/// The nvcc that built the kernels, and the architectures they target.
-pub fn build_info() -> Option<(&'static str, &'static str)> {
+/// How this build's kernels were made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelBuild {
+    /// The nvcc that compiled them, with its version line.
+    pub nvcc: &'static str,
+    /// The CUDA release of that nvcc ("13.0"). A driver of an older major CUDA version does
+    /// not load the kernels; within one major version any driver does.
+    pub cuda: &'static str,
+    /// The architectures the fatbins hold code for.
+    pub archs: &'static str,
+}
+
+/// How the kernels were built, or `None` for a build without them (nvcc not found).
+pub fn build_info() -> Option<KernelBuild> {
     #[cfg(cosim_kernels)]
     {
-        Some((env!("COSIM_NVCC"), env!("COSIM_ARCHS")))
+        Some(KernelBuild {
+            nvcc: env!("COSIM_NVCC"),
+            cuda: env!("COSIM_KERNELS_CUDA"),
+            archs: env!("COSIM_ARCHS"),
+        })
     }
     #[cfg(not(cosim_kernels))]
     {
         None
+    }
+}
+
+impl Family {
+    /// The family's name, as its source file `kernels/<name>.cu` is named.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Along => "along",
+            Family::Rows => "rows",
+            Family::Pairwise => "pairwise",
+        }
     }
 }
 
@@ -70,7 +97,15 @@ impl Kernels {
         let mut modules = HashMap::new();
         for family in [Family::Along, Family::Rows, Family::Pairwise] {
             let bytes = image(family).ok_or(Error::KernelsNotBuilt)?;
-            let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()))?;
+            let module = ctx
+                .load_module(cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()))
+                .map_err(|source| Error::KernelLoad {
+                    family: family.name(),
+                    kernels_cuda: build_info().map_or("unknown", |b| b.cuda),
+                    driver_cuda: super::driver_version()
+                        .map_or_else(|e| format!("unknown ({e})"), |(a, b)| format!("{a}.{b}")),
+                    source,
+                })?;
             modules.insert(family, module);
         }
         let k = Arc::new(Kernels {

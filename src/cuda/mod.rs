@@ -25,6 +25,7 @@
 mod kernels;
 mod launch;
 mod pairwise;
+mod timing;
 #[rustfmt::skip]
 #[allow(non_camel_case_types, non_upper_case_globals, dead_code, clippy::all)]
 mod params;
@@ -41,8 +42,9 @@ use kernels::{Family, Kernels};
 use launch::{grid_for, plan_launch, scale_params, Buffers, Launch, BLOCK};
 use std::sync::Arc;
 
-pub use kernels::{build_info, built as kernels_built};
+pub use kernels::{build_info, built as kernels_built, KernelBuild};
 pub use pairwise::{PairElement, TOPK_SCRATCH_BYTES};
+pub use timing::Clock;
 
 // SAFETY: both are `#[repr(C)]` structs of plain integers and floats, mirrored by bindgen from
 // kernels/params.h (layout asserted at compile time there), passed to kernels by value.
@@ -62,6 +64,36 @@ pub struct Cuda {
     sms: usize,
     /// Most device memory for top-k's lists at a time (rows are done in chunks past it).
     topk_scratch: usize,
+}
+
+/// What a handle loaded for its context (the kernels) and read of its device (the SM
+/// count), to make handles for other streams of that context without loading again.
+#[cfg(feature = "candle-cuda")]
+#[derive(Clone)]
+pub(crate) struct Loaded {
+    kernels: Arc<Kernels>,
+    sms: usize,
+}
+
+#[cfg(feature = "candle-cuda")]
+impl Cuda {
+    /// The kernels and device facts of this handle.
+    pub(crate) fn loaded(&self) -> Loaded {
+        Loaded {
+            kernels: self.kernels.clone(),
+            sms: self.sms,
+        }
+    }
+
+    /// A handle on `stream`, which must belong to the context `loaded` came from.
+    pub(crate) fn from_loaded(stream: Arc<CudaStream>, loaded: Loaded) -> Cuda {
+        Cuda {
+            stream,
+            kernels: loaded.kernels,
+            sms: loaded.sms,
+            topk_scratch: TOPK_SCRATCH_BYTES,
+        }
+    }
 }
 
 impl std::fmt::Debug for Cuda {
@@ -86,6 +118,23 @@ pub fn device_count() -> Result<usize> {
         return Err(Error::NoDriver);
     }
     Ok(CudaContext::device_count()?.max(0) as usize)
+}
+
+/// The CUDA version the installed driver supports, as (major, minor): (13, 0) for a driver
+/// of CUDA 13.0 (R580). Kernels built by a newer major CUDA than this do not load.
+///
+/// # Errors
+/// [`Error::NoDriver`], or the driver's error.
+pub fn driver_version() -> Result<(u32, u32)> {
+    if !driver_present() {
+        return Err(Error::NoDriver);
+    }
+    let mut v = 0i32;
+    // SAFETY: libcuda is present (checked above); cuDriverGetVersion only writes one int and
+    // may be called before cuInit.
+    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) }.result()?;
+    let v = v.max(0) as u32;
+    Ok((v / 1000, v % 1000 / 10))
 }
 
 fn oom(what: &'static str, bytes: usize) -> impl Fn(DriverError) -> Error {

@@ -46,11 +46,22 @@ pub fn run(_g: &GlobalOpts) -> Result<()> {
 fn cuda_lines(o: &mut String) {
     use cosim::cudarc::driver::CudaContext;
     let _ = match cosim::cuda::build_info() {
-        Some((nvcc, archs)) => writeln!(o, "CUDA kernels: built for {archs} by {nvcc}"),
+        Some(b) => writeln!(
+            o,
+            "CUDA kernels: built for {} by CUDA {} ({}); they need a driver for CUDA {} or newer",
+            b.archs,
+            b.cuda,
+            b.nvcc,
+            b.cuda.split('.').next().unwrap_or(b.cuda)
+        ),
         None => writeln!(
             o,
             "CUDA kernels: not built (nvcc was not found at build time; rebuild with NVCC=/path/to/nvcc)"
         ),
+    };
+    let _ = match cosim::cuda::driver_version() {
+        Ok((major, minor)) => writeln!(o, "CUDA driver: for CUDA {major}.{minor}"),
+        Err(e) => writeln!(o, "CUDA driver: {e}"),
     };
     let count = match cosim::cuda::device_count() {
         Ok(n) => n,

@@ -252,7 +252,6 @@ mod gpu {
     use cosim::cuda::{Cuda, CudaElement};
     use cosim::plan::Plan;
     use cosim::{bf16, f16};
-    use cudarc::driver::sys::CUevent_flags;
     use cudarc::driver::CudaSlice;
 
     /// (name, dtype, shape1, shape2, op).
@@ -267,22 +266,15 @@ mod gpu {
     const WARMUP: usize = 3;
     const REPS: usize = 25;
 
-    /// Median milliseconds of `f` queued on the handle's stream, timed with CUDA events.
+    /// Median milliseconds of `f` queued on the handle's stream, timed with [`Cuda::time_ms`]
+    /// (CUDA events, or the host clock on drivers before CUDA 12.8).
     fn time_gpu(cuda: &Cuda, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-        let s = cuda.stream();
-        let ctx = s.context();
         for _ in 0..WARMUP {
             f()?;
         }
         let mut ms = Vec::with_capacity(REPS);
         for _ in 0..REPS {
-            let a = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-            let b = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-            a.record(s)?;
-            f()?;
-            b.record(s)?;
-            b.synchronize()?;
-            ms.push(a.elapsed_ms(&b)? as f64);
+            ms.push(cuda.time_ms(&mut f)?);
         }
         Ok(median(ms))
     }
@@ -295,7 +287,7 @@ mod gpu {
                 return Ok(());
             }
         };
-        println!("GPU: {}", cuda.describe()?);
+        println!("GPU: {} (timed with {:?})", cuda.describe()?, cuda.clock());
         // Ceiling: device-to-device copy of 2 GiB.
         let n = 1usize << 29;
         let src: CudaSlice<f32> = cuda.upload(&random::<f32>(n, 4))?;

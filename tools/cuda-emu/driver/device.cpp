@@ -39,6 +39,7 @@ const Config& config() {
         c.threads = hw ? (int)hw : 2;
         if (const char* e = getenv("COSIM_EMU_THREADS")) c.threads = atoi(e) > 0 ? atoi(e) : 1;
         if (const char* e = getenv("COSIM_EMU_TRACE")) c.trace = atoi(e) != 0;
+        if (const char* e = getenv("COSIM_EMU_DRIVER")) c.driver = atoi(e) > 0 ? atoi(e) : c.driver;
         return c;
     }();
     return c;
@@ -112,7 +113,7 @@ EMU_API CUresult cuInit(unsigned flags) {
 EMU_API CUresult cuDriverGetVersion(int* v) {
     ENTER("cuDriverGetVersion");
     if (!v) return CUDA_ERROR_INVALID_VALUE;
-    *v = 13000;
+    *v = config().driver;
     return CUDA_SUCCESS;
 }
 

@@ -35,6 +35,7 @@ struct Config {
     unsigned delay_us = 0;     // random delay before each stream operation, at most this
     int threads = 2;           // OS threads that run a grid's blocks
     bool trace = false;        // every entry point on stderr
+    int driver = 13000;        // cuDriverGetVersion; images with newer PTX are refused
 };
 const Config& config();
 
@@ -170,6 +171,10 @@ Stream* stream_of(CUstream h, CUresult* err);
 void run_grid(const emu_kernel* k, const void* bound, const unsigned grid[3], const unsigned block[3]);
 
 // The kernel names declared by a fatbin's (or PTX text's) PTX; false if the image is neither.
-bool image_kernels(const void* image, std::set<std::string>* names, std::string* why);
+// The kernel names of a module image (from its PTX) and the PTX ISA it needs (10·major + minor).
+bool image_kernels(const void* image, std::set<std::string>* names, int* isa, std::string* why);
+// The oldest driver (cuDriverGetVersion's form, 13000 for CUDA 13.0) that JIT-compiles PTX of
+// ISA `isa` (10·major + minor).
+int ptx_isa_driver(int isa);
 
 }  // namespace drv

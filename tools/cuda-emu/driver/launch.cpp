@@ -225,10 +225,21 @@ EMU_API CUresult cuModuleLoadData(CUmodule* out, const void* image) {
     auto* m = new Module;
     m->ctx = ctx;
     std::string why;
-    if (!image_kernels(image, &m->names, &why)) {
+    int isa = 0;
+    if (!image_kernels(image, &m->names, &isa, &why)) {
         note("cuModuleLoadData: %s", why.c_str());
         delete m;
         return CUDA_ERROR_INVALID_IMAGE;
+    }
+    // Code from a newer major CUDA than the driver's does not load: its cubins are past the
+    // driver's ABI and its PTX past what the driver's JIT knows (COSIM_EMU_DRIVER sets the
+    // driver; within one major, minor-version compatibility lets the cubins load).
+    if (ptx_isa_driver(isa) / 1000 > config().driver / 1000) {
+        note("cuModuleLoadData: the image's PTX %d.%d is from CUDA %d.%d; this driver is for CUDA %d.%d",
+             isa / 10, isa % 10, ptx_isa_driver(isa) / 1000, ptx_isa_driver(isa) % 1000 / 10,
+             config().driver / 1000, config().driver % 1000 / 10);
+        delete m;
+        return CUDA_ERROR_UNSUPPORTED_PTX_VERSION;
     }
     for (const std::string& n : m->names)
         if (!world().find_kernel(n)) {

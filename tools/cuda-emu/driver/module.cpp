@@ -2,6 +2,7 @@
 // fatbin as nvcc writes it, entries zstd-compressed or not, or PTX text), so that
 // cuModuleGetFunction of a name the real module lacks fails here as on a GPU. The code that
 // runs is the C++ build of the same sources, found by name in the kernel registry.
+#include <cstdio>
 #include <cstring>
 
 #include "emu.h"
@@ -27,9 +28,16 @@ template <class T> T read(const unsigned char* p) {
     return v;
 }
 
-// `.entry NAME(` declarations of a PTX text.
-void ptx_entries(const char* text, size_t n, std::set<std::string>* names) {
+// `.entry NAME(` declarations of a PTX text, and its `.version X.Y` (as 10·X + Y, the largest
+// of the image's PTX entries).
+void ptx_entries(const char* text, size_t n, std::set<std::string>* names, int* isa) {
     const std::string s(text, strnlen(text, n));
+    const size_t v = s.find(".version");
+    if (v != std::string::npos) {
+        int major = 0, minor = 0;
+        if (sscanf(s.c_str() + v + 8, " %d.%d", &major, &minor) == 2 && 10 * major + minor > *isa)
+            *isa = 10 * major + minor;
+    }
     for (size_t at = s.find(".entry"); at != std::string::npos; at = s.find(".entry", at + 6)) {
         size_t b = at + 6;
         while (b < s.size() && (s[b] == ' ' || s[b] == '\t')) ++b;
@@ -41,13 +49,13 @@ void ptx_entries(const char* text, size_t n, std::set<std::string>* names) {
 
 }  // namespace
 
-bool image_kernels(const void* image, std::set<std::string>* names, std::string* why) {
+bool image_kernels(const void* image, std::set<std::string>* names, int* isa, std::string* why) {
     const auto* p = static_cast<const unsigned char*>(image);
     if (read<uint32_t>(p) != FATBIN_MAGIC) {
         // PTX text (NUL-terminated, as cuModuleLoadData takes it).
         const char* t = static_cast<const char*>(image);
         if (strncmp(t, "//", 2) == 0 || strncmp(t, ".version", 8) == 0 || strstr(t, ".entry")) {
-            ptx_entries(t, strlen(t), names);
+            ptx_entries(t, strlen(t), names, isa);
             return true;
         }
         *why = "the image is neither a fatbin nor PTX text (the emulator reads kernel names from PTX)";
@@ -78,9 +86,9 @@ bool image_kernels(const void* image, std::set<std::string>* names, std::string*
                     *why = "a compressed PTX entry of the fatbin did not decompress";
                     return false;
                 }
-                ptx_entries(text.data(), got, names);
+                ptx_entries(text.data(), got, names, isa);
             } else {
-                ptx_entries(reinterpret_cast<const char*>(body), payload, names);
+                ptx_entries(reinterpret_cast<const char*>(body), payload, names, isa);
             }
         }
         at += eh + payload;
@@ -90,6 +98,13 @@ bool image_kernels(const void* image, std::set<std::string>* names, std::string*
         return false;
     }
     return true;
+}
+
+int ptx_isa_driver(int isa) {
+    const int major = isa / 10, minor = isa % 10;
+    if (major <= 7) return 11000 + 10 * minor;  // PTX 7.x: CUDA 11.x
+    if (major == 8) return 12000 + 10 * (minor >= 6 ? minor + 1 : minor);  // 8.6 is CUDA 12.7
+    return (major + 4) * 1000 + 10 * minor;     // PTX 9.x: CUDA 13.x
 }
 
 }  // namespace drv
