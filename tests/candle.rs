@@ -45,14 +45,13 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) -> Result<()>
 
 /// cosim's CPU backend on the contiguous data of `x1` and `x2` (their full logical shapes):
 /// the reference the candle path must match. `op` is called for the pair's element type.
-fn cpu_ref(
-    x1: &Tensor,
-    x2: &Tensor,
-    op: &dyn Fn(Pair<'_>) -> cosim::Result<(Vec<f64>, Vec<usize>)>,
-) -> Result<Tensor> {
+fn cpu_ref(x1: &Tensor, x2: &Tensor, op: &RefOp) -> Result<Tensor> {
     let (v, shape) = cpu_ref_raw(x1, x2, op)?;
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
 }
+
+/// A cosim CPU call on a [`Pair`], its values as f64 with their shape.
+type RefOp<'f> = dyn Fn(Pair<'_>) -> cosim::Result<(Vec<f64>, Vec<usize>)> + 'f;
 
 /// Two inputs of one element type, with their shapes.
 enum Pair<'a> {
@@ -225,12 +224,11 @@ fn normalized(x: &Tensor, dim: usize) -> Result<Tensor> {
 fn composed_matrix(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (a, b) = (normalized(a, a.rank() - 1)?, normalized(b, b.rank() - 1)?);
     let b = b.transpose(D::Minus1, D::Minus2)?;
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
     Ok(if a.rank() == b.rank() {
-        a.contiguous()?.matmul(&b.contiguous()?)?
-    } else if a.rank() == 3 {
-        a.broadcast_matmul(&b.contiguous()?)?
+        a.matmul(&b)?
     } else {
-        a.broadcast_matmul(&b.contiguous()?)?
+        a.broadcast_matmul(&b)?
     })
 }
 

@@ -476,7 +476,12 @@ fn new_is_an_error_without_a_driver_and_works_with_one() {
                 if let Err(e) = r {
                     // A driver without a usable device is an error, not a panic.
                     assert!(
-                        matches!(e, cosim::Error::NoDevice { .. } | cosim::Error::Driver(_)),
+                        matches!(
+                            e,
+                            cosim::Error::NoDevice { .. }
+                                | cosim::Error::Driver(_)
+                                | cosim::Error::KernelLoad { .. }
+                        ),
                         "{e}"
                     );
                 }
@@ -539,6 +544,59 @@ fn every_device_computes() -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     for (i, (g, s)) in gpus.iter().zip(&outs).enumerate() {
         assert_close(&g.download(&s.values)?, &want, &format!("device {i}"));
+    }
+    Ok(())
+}
+
+/// Benchmarks time on any driver: CUDA events from CUDA 12.8 (cudarc's CUDA 13 bindings call
+/// `cuEventElapsedTime_v2`), the host clock before (tools/cuda-emu/test.sh also runs this with
+/// an emulated CUDA 12.4 driver).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn timing_on_any_driver() -> Result<()> {
+    use cosim::cuda::{clock, time_ms, Clock};
+    let driver = cosim::cuda::driver_version()?;
+    let want = if driver >= (12, 8) {
+        Clock::Events
+    } else {
+        Clock::Host
+    };
+    assert_eq!(clock(), want, "driver {driver:?}");
+    let ctx = cosim::cudarc::driver::CudaContext::new(0)?;
+    let s = ctx.default_stream();
+    let mut buf = s.alloc_zeros::<f32>(1 << 20)?;
+    let ms = time_ms(&s, || Ok::<(), anyhow::Error>(s.memset_zeros(&mut buf)?))?;
+    assert!(ms.is_finite() && ms >= 0.0, "{ms} ms");
+    Ok(())
+}
+
+/// A driver of an older major CUDA than the kernels' refuses them, and the error names both
+/// versions and the ways out; any other driver loads them (tools/cuda-emu/test.sh runs this
+/// with an emulated CUDA 12.4 driver too).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn a_driver_too_old_for_the_kernels_says_so() -> Result<()> {
+    let built = cosim::cuda::build_info().expect("kernels built").cuda;
+    let (major, minor) = cosim::cuda::driver_version()?;
+    let kernels_major: u32 = built.split('.').next().unwrap_or("0").parse()?;
+    match Cuda::new(0) {
+        Ok(_) => assert!(
+            major >= kernels_major,
+            "CUDA {built} kernels loaded on a {major}.{minor} driver"
+        ),
+        Err(e) => {
+            assert!(major < kernels_major, "{e}");
+            let m = e.to_string();
+            assert!(matches!(e, cosim::Error::KernelLoad { .. }), "{m}");
+            for part in [
+                format!("built by CUDA {built}"),
+                format!("this driver supports CUDA {major}.{minor}"),
+                "update the NVIDIA driver".to_string(),
+                "NVCC=".to_string(),
+            ] {
+                assert!(m.contains(&part), "{m} lacks {part:?}");
+            }
+        }
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 pub use kernels::{build_info, built as kernels_built, KernelBuild};
 pub use pairwise::{PairElement, TOPK_SCRATCH_BYTES};
-pub use timing::Clock;
+pub use timing::{clock, time_ms, Clock};
 
 // SAFETY: both are `#[repr(C)]` structs of plain integers and floats, mirrored by bindgen from
 // kernels/params.h (layout asserted at compile time there), passed to kernels by value.
@@ -108,8 +108,18 @@ impl std::fmt::Debug for Cuda {
 /// Whether libcuda can be loaded on this machine. cudarc panics on first use without it, so
 /// every entry point checks this first.
 pub fn driver_present() -> bool {
-    // SAFETY: only tries to dlopen libcuda by its usual names and closes it again.
-    unsafe { cudarc::driver::sys::is_culib_present() }
+    use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
+    // libcuda.so (the driver's link), libcuda.so.1 (its soname, all a driver-only install
+    // has), nvcuda.dll on Windows.
+    [
+        format!("{DLL_PREFIX}cuda{DLL_SUFFIX}"),
+        format!("{DLL_PREFIX}cuda{DLL_SUFFIX}.1"),
+        format!("{DLL_PREFIX}nvcuda{DLL_SUFFIX}"),
+    ]
+    .into_iter()
+    // SAFETY: opens libcuda by the names cudarc loads it by, and closes it again; loading
+    // the driver library runs only its own initialisers (as cudarc's loading does).
+    .any(|path| unsafe { libloading::Library::new(path) }.is_ok())
 }
 
 /// Number of CUDA devices, or why there are none to use.

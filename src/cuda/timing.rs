@@ -6,9 +6,11 @@
 use super::{driver_version, Cuda};
 use crate::error::Error;
 use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::CudaStream;
+use std::sync::Arc;
 use std::time::Instant;
 
-/// How [`Cuda::time_ms`] measures.
+/// How [`time_ms`] measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Clock {
     /// CUDA events recorded on the stream around the work: the GPU's own time.
@@ -19,44 +21,60 @@ pub enum Clock {
     Host,
 }
 
+/// The clock [`time_ms`] uses with this machine's driver.
+pub fn clock() -> Clock {
+    match driver_version() {
+        Ok(v) if v >= (12, 8) => Clock::Events,
+        _ => Clock::Host,
+    }
+}
+
+/// Milliseconds that the work `f` queues on `stream` takes, measured with [`clock`]. Waits
+/// for the stream.
+///
+/// # Errors
+/// What `f` returns, or a driver error.
+pub fn time_ms<E: From<Error>>(
+    stream: &Arc<CudaStream>,
+    f: impl FnOnce() -> Result<(), E>,
+) -> Result<f64, E> {
+    let s = stream;
+    let driver = |e: cudarc::driver::DriverError| E::from(e.into());
+    match clock() {
+        Clock::Events => {
+            let ctx = s.context();
+            let event = || {
+                ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(driver)
+            };
+            let (a, b) = (event()?, event()?);
+            a.record(s).map_err(driver)?;
+            f()?;
+            b.record(s).map_err(driver)?;
+            b.synchronize().map_err(driver)?;
+            Ok(f64::from(a.elapsed_ms(&b).map_err(driver)?))
+        }
+        Clock::Host => {
+            s.synchronize().map_err(driver)?;
+            let t = Instant::now();
+            f()?;
+            s.synchronize().map_err(driver)?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        }
+    }
+}
+
 impl Cuda {
     /// The clock [`Cuda::time_ms`] uses with this driver.
     pub fn clock(&self) -> Clock {
-        match driver_version() {
-            Ok(v) if v >= (12, 8) => Clock::Events,
-            _ => Clock::Host,
-        }
+        clock()
     }
 
-    /// Milliseconds that the work `f` queues on this handle's stream takes, measured with
-    /// [`Cuda::clock`]. Waits for the stream.
+    /// Milliseconds that the work `f` queues on this handle's stream takes ([`time_ms`]).
     ///
     /// # Errors
     /// What `f` returns, or a driver error.
     pub fn time_ms<E: From<Error>>(&self, f: impl FnOnce() -> Result<(), E>) -> Result<f64, E> {
-        let s = &self.stream;
-        let sync = |r: Result<(), cudarc::driver::DriverError>| r.map_err(|e| E::from(e.into()));
-        match self.clock() {
-            Clock::Events => {
-                let ctx = s.context();
-                let event = || {
-                    ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                        .map_err(|e| E::from(e.into()))
-                };
-                let (a, b) = (event()?, event()?);
-                sync(a.record(s))?;
-                f()?;
-                sync(b.record(s))?;
-                sync(b.synchronize())?;
-                Ok(f64::from(a.elapsed_ms(&b).map_err(|e| E::from(e.into()))?))
-            }
-            Clock::Host => {
-                sync(s.synchronize())?;
-                let t = Instant::now();
-                f()?;
-                sync(s.synchronize())?;
-                Ok(t.elapsed().as_secs_f64() * 1e3)
-            }
-        }
+        time_ms(&self.stream, f)
     }
 }

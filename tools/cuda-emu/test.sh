@@ -5,7 +5,8 @@
 #   1. `cosim info`, which must name the emulated device;
 #   2. tests/cuda.rs and tests/cuda_pairwise.rs with --include-ignored, streams delayed at
 #      random (COSIM_EMU_DELAY, µs) so that a missing wait shows as a wrong result;
-#   3. scripts/device-cli-check.py: `cosim --device cuda` against `--device cpu`, every
+#   3. two devices, and a CUDA 12.4 driver that must refuse the kernels with a clear message;
+#   4. scripts/device-cli-check.py: `cosim --device cuda` against `--device cpu`, every
 #      subcommand, whole, in blocks and in chunks through the two-stream pipelines.
 # Tests too large to emulate run smaller or are skipped; each says so in a "cuda-emu note"
 # line, and the list is printed at the end. Logs in target/cuda-emu/logs/.
@@ -43,6 +44,18 @@ if [ $# -eq 0 ]; then
   else
     status=1
     echo "two devices: FAILED (log: $logs/two-devices.log)"
+  fi
+  # A CUDA 12.4 driver: the CUDA 13 kernels are refused with both versions named (by `cosim
+  # info` and the library), and timing falls back to the host clock.
+  if COSIM_EMU_DRIVER=12040 cargo test "${profile[@]}" -q --test cuda -- --include-ignored \
+       timing_on_any_driver a_driver_too_old > "$logs/old-driver.log" 2>&1 \
+     && COSIM_EMU_DRIVER=12040 "$cosim" info >> "$logs/old-driver.log" 2>&1 \
+     && grep -q "CUDA driver: for CUDA 12.4" "$logs/old-driver.log" \
+     && grep -q "this driver supports CUDA 12.4; a CUDA 12 driver cannot load CUDA 13 code" "$logs/old-driver.log"; then
+    echo "old driver: ok"
+  else
+    status=1
+    echo "old driver: FAILED (log: $logs/old-driver.log)"
   fi
   py=${PYTHON:-$root/.venv-nvcc/bin/python}
   "$py" -c "import numpy" 2>/dev/null || "$py" -m pip install --quiet --disable-pip-version-check numpy
