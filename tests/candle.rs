@@ -8,6 +8,8 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use cosim::candle::{self as cc, Pairwise};
 use cosim::pairwise::{Layout, PairPlan};
 use cosim::{bf16, f16, Element};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 const DTYPES: [DType; 4] = [DType::F32, DType::F64, DType::F16, DType::BF16];
 
@@ -128,6 +130,62 @@ fn cosine_similarity_matches_cpu_and_composed_ops() -> Result<()> {
                 tol(dtype),
             )?;
         }
+    }
+    Ok(())
+}
+
+/// A random view of logical shape `dims`: contiguous, the tail of a bigger tensor (an
+/// offset), the transpose of a tensor of the swapped shape (strided, copied), or a broadcast
+/// of size-1 dims.
+fn random_view(r: &mut SmallRng, dims: &[usize], dtype: DType) -> Result<Tensor> {
+    let rank = dims.len();
+    Ok(match r.random_range(0..4) {
+        1 if rank > 0 => {
+            let mut big = dims.to_vec();
+            big[0] += 2;
+            randn(&big, dtype)?.narrow(0, 2, dims[0])?
+        }
+        2 if rank >= 2 => {
+            let mut swapped = dims.to_vec();
+            swapped.swap(rank - 1, rank - 2);
+            randn(&swapped, dtype)?.transpose(rank - 1, rank - 2)?
+        }
+        3 => {
+            let ones: Vec<usize> = dims
+                .iter()
+                .map(|&n| if r.random_bool(0.5) { 1 } else { n })
+                .collect();
+            randn(&ones, dtype)?.broadcast_as(dims)?
+        }
+        _ => randn(dims, dtype)?,
+    })
+}
+
+#[test]
+fn random_shapes_and_views_against_the_composed_formula() -> Result<()> {
+    let mut r = SmallRng::seed_from_u64(0xc05e);
+    for case in 0..200 {
+        let dtype = DTYPES[case % 4];
+        let rank = r.random_range(1..=4);
+        let full: Vec<usize> = (0..rank).map(|_| r.random_range(1..=5)).collect();
+        // x2 broadcasts: some dims 1, some leading dims dropped.
+        let drop_lead = r.random_range(0..rank);
+        let s2: Vec<usize> = full[drop_lead..]
+            .iter()
+            .map(|&n| if r.random_bool(0.3) { 1 } else { n })
+            .collect();
+        let s1: Vec<usize> = full
+            .iter()
+            .map(|&n| if r.random_bool(0.2) { 1 } else { n })
+            .collect();
+        let dim = r.random_range(-(rank as i64)..rank as i64) as isize;
+        let x1 = random_view(&mut r, &s1, dtype)?;
+        let x2 = random_view(&mut r, &s2, dtype)?;
+        let eps = [None, Some(0.0), Some(0.5)][case % 3];
+        let got = cc::cosine_similarity(&x1, &x2, dim, eps)?;
+        let want = composed_along(&x1, &x2, dim, eps.unwrap_or(1e-8))?;
+        let what = format!("case {case}: {dtype:?} {s1:?} {s2:?} dim {dim} eps {eps:?}");
+        assert_close(&what, &got, &want, tol(dtype))?;
     }
     Ok(())
 }

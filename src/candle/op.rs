@@ -97,14 +97,14 @@ pub(crate) fn wrap(e: crate::Error) -> candle_core::Error {
 /// The error for a dtype cosim has no kernels for.
 pub(crate) fn unsupported(dtype: DType, what: &str) -> candle_core::Error {
     candle_core::Error::Msg(format!(
-        "cosim: {what} takes f32, f64, f16 or bf16 tensors, not {dtype:?}"
+        "{what} takes f32, f64, f16 or bf16 tensors, not {dtype:?}"
     ))
 }
 
 /// The error for inputs of two dtypes.
 pub(crate) fn mixed(what: &str, d1: DType, d2: DType) -> candle_core::Error {
     candle_core::Error::Msg(format!(
-        "cosim: {what} takes two tensors of one dtype, not {d1:?} and {d2:?}"
+        "{what} takes tensors of one dtype, not {d1:?} and {d2:?}"
     ))
 }
 

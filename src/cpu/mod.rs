@@ -12,6 +12,7 @@
 //! to f32 tile by tile. [`Precision`](crate::pairwise::Precision) is ignored: the CPU always
 //! computes exactly. The CUDA twins (f32, f16, bf16) are on [`crate::cuda::Cuda`].
 
+mod backward;
 mod exec;
 mod pairwise;
 mod sums;
@@ -185,4 +186,112 @@ fn run_into<T: Element>(
     plan.check_out("out", out.len())?;
     exec::similarity(&plan, x1, x2, out);
     Ok(plan.out_shape)
+}
+
+/// Gradients of [`cosine_similarity`]: given `grad`, the upstream gradient of its result
+/// (shaped like it), returns the gradients of `x1` and `x2`, shaped like them.
+///
+/// The derivative of `Σ x1·x2 / (max(‖x1‖, eps) · max(‖x2‖, eps))` as PyTorch's autograd takes
+/// it: where a norm is clamped to eps it is a constant; an input broadcast against the other
+/// gets its gradient summed over the dims it was broadcast along. Where PyTorch's answer is
+/// infinite or NaN (a zero vector with eps = 0, whose forward is 0 by cosim's rule) both
+/// gradients of that output's vectors get 0 from it. The forward's clamp to [−1, 1] only
+/// removes rounding overshoot and is passed through. NaN in gives NaN out. Sums accumulate as
+/// in the forward (f32 for f16/bf16/f32, f64 for f64).
+///
+/// ```
+/// // d cos(x, y) / dx at x = (1, 0), y = (1, 1): (0, 1/2) / √2.
+/// let (gx, gy) = cosim::cpu::cosine_similarity_backward(
+///     &[1.0f64, 0.0], &[2], &[1.0, 1.0], &[2], 0, None, &[1.0])?;
+/// assert!((gx[0]).abs() < 1e-15 && (gx[1] - 0.5f64.sqrt()).abs() < 1e-15);
+/// assert_eq!(gy.len(), 2);
+/// # Ok::<(), cosim::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`cosine_similarity`], and [`crate::Error::OutLenMismatch`] if `grad` is not shaped like
+/// the result.
+#[allow(clippy::too_many_arguments)]
+pub fn cosine_similarity_backward<T: Element>(
+    x1: &[T],
+    shape1: &[usize],
+    x2: &[T],
+    shape2: &[usize],
+    dim: isize,
+    eps: Option<f64>,
+    grad: &[T],
+) -> Result<(Vec<T>, Vec<T>)> {
+    let plan = Plan::along(shape1, shape2, dim, eps)?;
+    run_backward(&plan, x1, shape1, x2, shape2, grad)
+}
+
+/// Gradients of [`channel_similarity`]; the semantics of [`cosine_similarity_backward`].
+///
+/// # Errors
+/// As [`channel_similarity`], and if `grad` is not shaped like the result.
+#[allow(clippy::too_many_arguments)]
+pub fn channel_similarity_backward<T: Element>(
+    x1: &[T],
+    shape1: &[usize],
+    x2: &[T],
+    shape2: &[usize],
+    flatten_from: usize,
+    eps: Option<f64>,
+    grad: &[T],
+) -> Result<(Vec<T>, Vec<T>)> {
+    let plan = Plan::flattened(shape1, shape2, flatten_from, eps)?;
+    run_backward(&plan, x1, shape1, x2, shape2, grad)
+}
+
+/// Gradients of [`reweight_channels`]: given the upstream gradient of the weighted tensor
+/// (`grad_weighted`, shaped like it) and optionally of the similarities, returns the
+/// gradients of `x` and `y`. `weighted = y · sim` gives `y` the direct term `grad_weighted ·
+/// sim` besides what flows through the similarity, `Σ grad_weighted · y` per channel; the
+/// semantics otherwise as [`cosine_similarity_backward`].
+///
+/// # Errors
+/// As [`reweight_channels`], and if a gradient is not shaped like its result.
+#[allow(clippy::too_many_arguments)]
+pub fn reweight_channels_backward<T: Element>(
+    x: &[T],
+    shape_x: &[usize],
+    y: &[T],
+    shape_y: &[usize],
+    flatten_from: usize,
+    eps: Option<f64>,
+    grad_weighted: &[T],
+    grad_similarity: Option<&[T]>,
+) -> Result<(Vec<T>, Vec<T>)> {
+    use backward::{gradient, Input};
+    let plan = Plan::flattened(shape_x, shape_y, flatten_from, eps)?;
+    plan.check_inputs(x.len(), y.len(), shape_x, shape_y)?;
+    check_out_len("grad_weighted", grad_weighted.len(), &plan.weighted_shape())?;
+    if let Some(gs) = grad_similarity {
+        plan.check_out("grad_similarity", gs.len())?;
+    }
+    let (coefs, sims) = backward::reweight_coefs(&plan, x, y, grad_weighted, grad_similarity);
+    let red = plan.reduce;
+    let at_x = |o1: usize, k: usize| x[o1 + k * red.stride1].to_acc();
+    let at_y = |o2: usize, k: usize| y[o2 + k * red.stride2].to_acc();
+    let gx = gradient(&plan, Input::First, &coefs, |_, k, o1, o2, c| {
+        c.a * at_y(o2, k) + c.b1 * at_x(o1, k)
+    });
+    let gy = gradient(&plan, Input::Second, &coefs, |o, k, o1, o2, c| {
+        c.a * at_x(o1, k) + c.b2 * at_y(o2, k) + grad_weighted[o * red.len + k].to_acc() * sims[o]
+    });
+    Ok((gx, gy))
+}
+
+fn run_backward<T: Element>(
+    plan: &Plan,
+    x1: &[T],
+    shape1: &[usize],
+    x2: &[T],
+    shape2: &[usize],
+    grad: &[T],
+) -> Result<(Vec<T>, Vec<T>)> {
+    plan.check_inputs(x1.len(), x2.len(), shape1, shape2)?;
+    plan.check_out("grad", grad.len())?;
+    let coefs = backward::coefs(plan, x1, x2, |o| grad[o].to_acc());
+    Ok(backward::both(plan, x1, x2, &coefs))
 }
