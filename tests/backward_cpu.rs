@@ -190,6 +190,7 @@ fn along_matches_the_composed_formula_and_every_dtype_the_f64_gradient() -> Resu
         assert_close(&format!("{what} f64 g1"), &g1, &w1, 1e-12);
         assert_close(&format!("{what} f64 g2"), &g2, &w2, 1e-12);
         // Each dtype on its own rounded inputs, against the f64 gradient of those inputs.
+        #[allow(clippy::too_many_arguments)]
         fn typed<T: Element>(
             x1: &[f64],
             s1: &[usize],

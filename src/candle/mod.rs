@@ -14,8 +14,11 @@
 //!   with `contiguous()` first; so is the rare pair of views that are both broadcast along
 //!   one dim, which cosim's broadcasting would lose.
 //! - **Graphs**: every op is a candle `CustomOp2`, so it sits in a graph like candle's own
-//!   ops. Its backward is not written yet: `backward()` through one returns an error that says
-//!   so, never a zero gradient. Top-k and argmax indices are plain u32 tensors.
+//!   ops. `backward()` through [`cosine_similarity`], [`channel_similarity`] and
+//!   [`reweight_channels`] on CPU tensors gives the gradients of cosim's CPU backward
+//!   ([`crate::cpu::cosine_similarity_backward`] and its twins); through the pairwise ops, and
+//!   on CUDA tensors, it returns an error that says it is not differentiable yet, never a
+//!   zero gradient. Top-k and argmax indices are plain u32 tensors.
 //! - **Errors** are candle errors carrying cosim's message.
 //!
 //! ```

@@ -269,15 +269,78 @@ impl candle_core::CustomOp2 for CosimOp {
 
     fn bwd(
         &self,
-        _arg1: &Tensor,
-        _arg2: &Tensor,
+        arg1: &Tensor,
+        arg2: &Tensor,
         _res: &Tensor,
-        _grad_res: &Tensor,
+        grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Err(candle_core::Error::Msg(format!(
-            "{} is not differentiable yet (cosim's backward kernels are still to come): \
-             detach its inputs, or train through candle's composed ops",
-            self.name
-        )))
+        let not_yet = |what: &str| {
+            Err(candle_core::Error::Msg(format!(
+                "{} is not differentiable yet{what} (cosim's backward for it is still to \
+                 come): detach its inputs, or train through candle's composed ops",
+                self.name
+            )))
+        };
+        if matches!(self.kind, Kind::Pair { .. }) {
+            return not_yet("");
+        }
+        if !arg1.device().is_cpu() {
+            return not_yet(" on CUDA tensors");
+        }
+        let (g1, g2) = match arg1.dtype() {
+            DType::F32 => self.cpu_bwd::<f32>(arg1, arg2, grad_res)?,
+            DType::F64 => self.cpu_bwd::<f64>(arg1, arg2, grad_res)?,
+            DType::F16 => self.cpu_bwd::<half::f16>(arg1, arg2, grad_res)?,
+            DType::BF16 => self.cpu_bwd::<half::bf16>(arg1, arg2, grad_res)?,
+            d => return Err(unsupported(d, self.name)),
+        };
+        Ok((Some(g1), Some(g2)))
+    }
+}
+
+impl CosimOp {
+    /// The gradients of both inputs of an along, per-channel or reweighting op on the CPU.
+    /// The inputs are read at their own (logical) shapes: a broadcast view is expanded, and
+    /// its gradient comes back at its logical shape for candle to sum over the broadcast.
+    fn cpu_bwd<T: CandleElement>(
+        &self,
+        arg1: &Tensor,
+        arg2: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        use crate::cpu;
+        let data = |t: &Tensor| t.contiguous()?.flatten_all()?.to_vec1::<T>();
+        let (x1, x2, g) = (data(arg1)?, data(arg2)?, data(grad)?);
+        let (s1, s2) = (arg1.dims(), arg2.dims());
+        let (g1, g2) = match &self.kind {
+            Kind::Along { dim, eps, .. } => {
+                cpu::cosine_similarity_backward(&x1, s1, &x2, s2, *dim, *eps, &g)
+            }
+            Kind::Channels {
+                flatten_from, eps, ..
+            } => cpu::channel_similarity_backward(&x1, s1, &x2, s2, *flatten_from, *eps, &g),
+            Kind::Reweight {
+                flatten_from, eps, ..
+            } => {
+                // The op's output packs the weighted tensor, then the similarities.
+                let plan =
+                    crate::plan::Plan::flattened(s1, s2, *flatten_from, *eps).map_err(wrap)?;
+                let w = plan.out_len() * plan.reduce.len;
+                let (gw, gs) = g.split_at(w.min(g.len()));
+                cpu::reweight_channels_backward(&x1, s1, &x2, s2, *flatten_from, *eps, gw, Some(gs))
+            }
+            Kind::Pair { .. } => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{}: no backward yet",
+                    self.name
+                )))
+            }
+        }
+        .map_err(wrap)?;
+        let device = arg1.device();
+        Ok((
+            Tensor::from_vec(g1, s1, device)?,
+            Tensor::from_vec(g2, s2, device)?,
+        ))
     }
 }
