@@ -12,6 +12,7 @@ pub enum Family {
     Along,
     Rows,
     Pairwise,
+    Backward,
 }
 
 #[cfg(cosim_kernels)]
@@ -20,6 +21,7 @@ fn image(family: Family) -> Option<&'static [u8]> {
         Family::Along => include_bytes!(concat!(env!("OUT_DIR"), "/along.fatbin")),
         Family::Rows => include_bytes!(concat!(env!("OUT_DIR"), "/rows.fatbin")),
         Family::Pairwise => include_bytes!(concat!(env!("OUT_DIR"), "/pairwise.fatbin")),
+        Family::Backward => include_bytes!(concat!(env!("OUT_DIR"), "/backward.fatbin")),
     })
 }
 
@@ -68,6 +70,7 @@ impl Family {
             Family::Along => "along",
             Family::Rows => "rows",
             Family::Pairwise => "pairwise",
+            Family::Backward => "backward",
         }
     }
 }
@@ -95,7 +98,12 @@ impl Kernels {
             return Ok(k);
         }
         let mut modules = HashMap::new();
-        for family in [Family::Along, Family::Rows, Family::Pairwise] {
+        for family in [
+            Family::Along,
+            Family::Rows,
+            Family::Pairwise,
+            Family::Backward,
+        ] {
             let bytes = image(family).ok_or(Error::KernelsNotBuilt)?;
             let module = ctx
                 .load_module(cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()))

@@ -153,6 +153,26 @@ fn along(plan: &Plan, buf: Buffers, sms: usize) -> Launch {
     }
 }
 
+/// Parameters of the backward kernels (`kernels/backward.cu`) for `plan`: one thread per
+/// output, scalar loads, the reduced axis whole.
+pub fn backward_params(plan: &Plan) -> cosim_along_params {
+    let (rest, inner) = plan.split_inner();
+    let len = plan.reduce.len;
+    cosim_along_params {
+        outer: index(rest),
+        outer_count: rest.iter().map(|a| a.len).product::<usize>() as i64,
+        inner: inner.len as i64,
+        inner_stride1: inner.stride1 as i64,
+        inner_stride2: inner.stride2 as i64,
+        reduce_len: len as i64,
+        reduce_stride1: plan.reduce.stride1 as i64,
+        reduce_stride2: plan.reduce.stride2 as i64,
+        splits: 1,
+        chunk: len.max(1) as i64,
+        eps: plan.eps,
+    }
+}
+
 /// Row kernels; `constant` (1 or 2) names an input that holds one value per row.
 fn rows(plan: &Plan, buf: Buffers, sms: usize, constant: u8) -> Launch {
     let vec = 16 / buf.elem_bytes;

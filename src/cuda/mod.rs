@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+mod backward;
 mod kernels;
 mod launch;
 mod pairwise;

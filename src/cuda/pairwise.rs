@@ -164,7 +164,7 @@ impl Inputs {
 }
 
 impl Cuda {
-    fn zeroed<T: DeviceRepr + ValidAsZeroBits>(
+    pub(super) fn zeroed<T: DeviceRepr + ValidAsZeroBits>(
         &self,
         len: usize,
         what: &'static str,

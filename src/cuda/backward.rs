@@ -1,0 +1,152 @@
+//! Gradients of the along and per-channel similarities on the GPU (`kernels/backward.cu`):
+//! one pass that reads both inputs twice (sums, then gradients; the second read mostly from
+//! L2 for short vectors) and the upstream gradient once, and writes both input gradients.
+//! The semantics are [`crate::cpu::cosine_similarity_backward`]'s. Extra device memory: for
+//! an input broadcast against the other, its gradient's sums in the accumulator type (4 or 8
+//! bytes per element of that input), atomically added; none otherwise.
+
+use super::kernels::Family;
+use super::launch::{backward_params, grid_for, BLOCK};
+use super::{cfg_1d, Cuda, CudaElement};
+use crate::error::Result;
+use crate::plan::Plan;
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+
+impl Cuda {
+    /// Gradients of [`Cuda::cosine_similarity`] given `grad`, the upstream gradient of its
+    /// result: `(g1, g2)`, shaped like `x1` and `x2`. See
+    /// [`crate::cpu::cosine_similarity_backward`] for the semantics.
+    ///
+    /// # Errors
+    /// As the forward, and [`crate::Error::OutLenMismatch`] if `grad` is not shaped like the
+    /// result; device errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cosine_similarity_backward<T: CudaElement>(
+        &self,
+        x1: &impl DevicePtr<T>,
+        shape1: &[usize],
+        x2: &impl DevicePtr<T>,
+        shape2: &[usize],
+        dim: isize,
+        eps: Option<f64>,
+        grad: &impl DevicePtr<T>,
+    ) -> Result<(CudaSlice<T>, CudaSlice<T>)> {
+        let plan = Plan::along(shape1, shape2, dim, eps)?;
+        self.backward(&plan, x1, shape1, x2, shape2, grad)
+    }
+
+    /// Gradients of [`Cuda::channel_similarity`]; see [`Cuda::cosine_similarity_backward`].
+    ///
+    /// # Errors
+    /// As [`Cuda::cosine_similarity_backward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn channel_similarity_backward<T: CudaElement>(
+        &self,
+        x1: &impl DevicePtr<T>,
+        shape1: &[usize],
+        x2: &impl DevicePtr<T>,
+        shape2: &[usize],
+        flatten_from: usize,
+        eps: Option<f64>,
+        grad: &impl DevicePtr<T>,
+    ) -> Result<(CudaSlice<T>, CudaSlice<T>)> {
+        let plan = Plan::flattened(shape1, shape2, flatten_from, eps)?;
+        self.backward(&plan, x1, shape1, x2, shape2, grad)
+    }
+
+    fn backward<T: CudaElement>(
+        &self,
+        plan: &Plan,
+        x1: &impl DevicePtr<T>,
+        shape1: &[usize],
+        x2: &impl DevicePtr<T>,
+        shape2: &[usize],
+        grad: &impl DevicePtr<T>,
+    ) -> Result<(CudaSlice<T>, CudaSlice<T>)> {
+        plan.check_inputs(x1.len(), x2.len(), shape1, shape2)?;
+        plan.check_out("grad", grad.len())?;
+        self.check_device("x1", x1)?;
+        self.check_device("x2", x2)?;
+        self.check_device("grad", grad)?;
+        let (outputs, red) = (plan.out_len(), plan.reduce.len);
+        // Dense: every element of the input belongs to one output's vector, written once.
+        let dense = |len: usize| red > 0 && len == outputs * red;
+        let mut g1 = self.alloc::<T>(plan.len1, "the gradient of x1")?;
+        let mut g2 = self.alloc::<T>(plan.len2, "the gradient of x2")?;
+        // Sums in the accumulator type (f32, or f64 for f64), as bytes.
+        let acc = std::mem::size_of::<T::Acc>();
+        let sums = |len: usize, what| -> Result<Option<CudaSlice<u8>>> {
+            if dense(len) || len == 0 {
+                return Ok(None);
+            }
+            self.zeroed::<u8>(len * acc, what).map(Some)
+        };
+        let (s1, s2) = (
+            sums(plan.len1, "x1's gradient sums")?,
+            sums(plan.len2, "x2's gradient sums")?,
+        );
+        let s = &self.stream;
+        if outputs > 0 && red > 0 {
+            let f = self
+                .kernels
+                .function(Family::Backward, &format!("cosim_backward_{}", T::NAME))?;
+            let p = backward_params(plan);
+            let (p1, _a) = x1.device_ptr(s);
+            let (p2, _b) = x2.device_ptr(s);
+            let (pg, _c) = grad.device_ptr(s);
+            let (pg1, _d) = g1.device_ptr(s);
+            let (pg2, _e) = g2.device_ptr(s);
+            let (ps1, _f) = s1.as_ref().map_or((0, None), |x| {
+                let (p, g) = x.device_ptr(s);
+                (p, Some(g))
+            });
+            let (ps2, _g) = s2.as_ref().map_or((0, None), |x| {
+                let (p, g) = x.device_ptr(s);
+                (p, Some(g))
+            });
+            let cfg = LaunchConfig {
+                grid_dim: (grid_for(outputs, self.sms), 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: signature (cosim_along_params, const T* x1, const T* x2, const T* grad,
+            // T* g1, T* g2, acc* sum1, acc* sum2). The plan was validated against both input
+            // lengths and grad's; the kernel reads and writes inside x1/x2's extents (g1, g2
+            // and the sums have those lengths); a null sum pointer makes it write that gradient
+            // directly, which it does only for dense inputs (each element once).
+            unsafe {
+                s.launch_builder(&f)
+                    .arg(&p)
+                    .arg(&p1)
+                    .arg(&p2)
+                    .arg(&pg)
+                    .arg(&pg1)
+                    .arg(&pg2)
+                    .arg(&ps1)
+                    .arg(&ps2)
+                    .launch(cfg)
+            }?;
+        }
+        for (sum, g) in [(&s1, &mut g1), (&s2, &mut g2)] {
+            let Some(sum) = sum else { continue };
+            let n = g.len();
+            let f = self
+                .kernels
+                .function(Family::Backward, &format!("cosim_backward_cast_{}", T::NAME))?;
+            let (ps, _a) = sum.device_ptr(s);
+            let (pg, _b) = g.device_ptr(s);
+            let n64 = n as i64;
+            // SAFETY: signature (const acc*, T*, int64 n): reads n sums, writes n elements;
+            // both buffers hold n (the sums were zeroed and, for inputs no output reads, stay
+            // 0: their gradient is 0).
+            unsafe {
+                s.launch_builder(&f)
+                    .arg(&ps)
+                    .arg(&pg)
+                    .arg(&n64)
+                    .launch(cfg_1d(grid_for(n, self.sms)))
+            }?;
+        }
+        Ok((g1, g2))
+    }
+}
