@@ -4,7 +4,10 @@
 //! composed formula written here with plain loops, every dtype against the f64 gradient, and
 //! the edges: norms below eps, zero vectors, NaN, bad input.
 
+mod common;
+
 use anyhow::Result;
+use common::random_broadcast_case;
 use cosim::cpu;
 use cosim::{bf16, f16, Element, Error};
 use rand::rngs::SmallRng;
@@ -61,37 +64,11 @@ fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
     }
 }
 
-/// Random shapes of rank 1..=5 that broadcast (each input has size-1 dims the other sizes,
-/// and x2 may have fewer dims), and a dim of the broadcast rank (negative half the time).
-fn random_case(r: &mut SmallRng) -> (Vec<usize>, Vec<usize>, isize) {
-    let rank = r.random_range(1..=5);
-    let full: Vec<usize> = (0..rank).map(|_| r.random_range(1..=4)).collect();
-    let s1: Vec<usize> = full
-        .iter()
-        .map(|&n| if r.random_bool(0.25) { 1 } else { n })
-        .collect();
-    let lead = r.random_range(0..rank);
-    let s2: Vec<usize> = full[lead..]
-        .iter()
-        .map(|&n| if r.random_bool(0.25) { 1 } else { n })
-        .collect();
-    let d = r.random_range(0..rank) as isize;
-    (
-        s1,
-        s2,
-        if r.random_bool(0.5) {
-            d - rank as isize
-        } else {
-            d
-        },
-    )
-}
-
 #[test]
 fn along_matches_finite_differences_on_random_shapes() -> Result<()> {
     let mut r = SmallRng::seed_from_u64(12);
     for case in 0..150 {
-        let (s1, s2, dim) = random_case(&mut r);
+        let (s1, s2, dim) = random_broadcast_case(&mut r, 5, 4);
         let eps = [None, Some(0.0), Some(1e-3)][case % 3];
         let x1 = random(&mut r, s1.iter().product());
         let x2 = random(&mut r, s2.iter().product());

@@ -130,9 +130,10 @@ impl Cuda {
         for (sum, g) in [(&s1, &mut g1), (&s2, &mut g2)] {
             let Some(sum) = sum else { continue };
             let n = g.len();
-            let f = self
-                .kernels
-                .function(Family::Backward, &format!("cosim_backward_cast_{}", T::NAME))?;
+            let f = self.kernels.function(
+                Family::Backward,
+                &format!("cosim_backward_cast_{}", T::NAME),
+            )?;
             let (ps, _a) = sum.device_ptr(s);
             let (pg, _b) = g.device_ptr(s);
             let n64 = n as i64;

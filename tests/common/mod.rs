@@ -44,6 +44,36 @@ pub fn rng(seed: u64) -> SmallRng {
     SmallRng::seed_from_u64(seed)
 }
 
+/// Two shapes of rank 1..=`max_rank` (sizes 1..=`max_size`) that broadcast: each has size-1
+/// dims the other sizes, the second may lack leading dims; and a dim of the broadcast rank,
+/// negative half the time.
+pub fn random_broadcast_case(
+    r: &mut SmallRng,
+    max_rank: usize,
+    max_size: usize,
+) -> (Vec<usize>, Vec<usize>, isize) {
+    let rank = r.random_range(1..=max_rank);
+    let full: Vec<usize> = (0..rank).map(|_| r.random_range(1..=max_size)).collect();
+    let ones = |r: &mut SmallRng, dims: &[usize]| -> Vec<usize> {
+        dims.iter()
+            .map(|&n| if r.random_bool(0.25) { 1 } else { n })
+            .collect()
+    };
+    let s1 = ones(r, &full);
+    let lead = r.random_range(0..rank);
+    let s2 = ones(r, &full[lead..]);
+    let d = r.random_range(0..rank) as isize;
+    (
+        s1,
+        s2,
+        if r.random_bool(0.5) {
+            d - rank as isize
+        } else {
+            d
+        },
+    )
+}
+
 /// Element count of a shape (1 for rank 0).
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
