@@ -180,3 +180,54 @@ fn cuda_errors_are_clear() -> Result<()> {
     assert!(e.to_string().contains("weights are on"), "{e}");
     Ok(())
 }
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn backward_on_cuda_tensors_matches_the_cpu() -> Result<()> {
+    use candle_core::Var;
+    let dev = gpu()?;
+    for dtype in [DType::F32, DType::F64] {
+        let t = if dtype == DType::F64 { 1e-12 } else { 2e-5 };
+        let (x, p) = (randn(&[4, 16, 9, 7], dtype)?, randn(&[1, 16, 1, 1], dtype)?);
+        let w = randn(&[4, 9, 7], dtype)?;
+        let wc = randn(&[4, 16], dtype)?;
+        let run = |on: &Device| -> Result<Vec<Tensor>> {
+            let (vx, vp) = (
+                Var::from_tensor(&x.to_device(on)?)?,
+                Var::from_tensor(&p.to_device(on)?)?,
+            );
+            let (w, wc) = (w.to_device(on)?, wc.to_device(on)?);
+            let s = cc::cosine_similarity(vx.as_tensor(), vp.as_tensor(), 1, None)?;
+            let c = cc::channel_similarity(
+                vx.as_tensor(),
+                &vp.as_tensor().broadcast_as(x.dims())?,
+                2,
+                None,
+            )?;
+            let loss = ((s * w)?.sum_all()? + (c * wc)?.sum_all()?)?;
+            let g = loss.backward()?;
+            let get = |v: &Var| {
+                g.get(v.as_tensor())
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("no gradient"))
+            };
+            Ok(vec![get(&vx)?, get(&vp)?])
+        };
+        let (on_gpu, on_cpu) = (run(&dev)?, run(&Device::Cpu)?);
+        assert_close("dx", &on_gpu[0], &on_cpu[0], t)?;
+        assert_close("dp", &on_gpu[1], &on_cpu[1], t)?;
+    }
+    // The reweighting and the pairwise ops refuse on CUDA tensors, with a clear message.
+    let x = Var::from_tensor(&randn(&[2, 3, 4], DType::F32)?.to_device(&dev)?)?;
+    let (weighted, _) = cc::reweight_channels(x.as_tensor(), x.as_tensor(), 2, None)?;
+    let e = weighted
+        .sum_all()?
+        .backward()
+        .expect_err("no CUDA reweight backward yet");
+    assert!(
+        e.to_string()
+            .contains("not differentiable yet on CUDA tensors"),
+        "{e}"
+    );
+    Ok(())
+}

@@ -261,3 +261,73 @@ impl super::op::Backend for f64 {
         )))
     }
 }
+
+/// `CustomOp2::bwd` of the along and per-channel ops on CUDA tensors, through
+/// [`Cuda::cosine_similarity_backward`] and its twin on candle's stream. The inputs are read at
+/// their logical shapes (`contiguous()`: a broadcast view is expanded on the device, and its
+/// gradient comes back at its logical shape for candle to sum).
+pub(crate) fn backward(
+    op: &CosimOp,
+    arg1: &Tensor,
+    arg2: &Tensor,
+    grad: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    match arg1.dtype() {
+        DType::F32 => backward_t::<f32>(op, arg1, arg2, grad),
+        DType::F64 => backward_t::<f64>(op, arg1, arg2, grad),
+        DType::F16 => backward_t::<half::f16>(op, arg1, arg2, grad),
+        DType::BF16 => backward_t::<half::bf16>(op, arg1, arg2, grad),
+        d => Err(unsupported(d, op.name)),
+    }
+}
+
+fn backward_t<T: CandleElement>(
+    op: &CosimOp,
+    arg1: &Tensor,
+    arg2: &Tensor,
+    grad: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let (a, b, g) = (arg1.contiguous()?, arg2.contiguous()?, grad.contiguous()?);
+    let candle_core::Device::Cuda(device) = a.device() else {
+        return Err(candle_core::Error::Msg(format!(
+            "{}: not a CUDA tensor",
+            op.name
+        )));
+    };
+    let cuda = handle(device)?;
+    let (sa, la) = a.storage_and_layout();
+    let (sb, lb) = b.storage_and_layout();
+    let (sg, lg) = g.storage_and_layout();
+    let (Storage::Cuda(sa), Storage::Cuda(sb), Storage::Cuda(sg)) = (&*sa, &*sb, &*sg) else {
+        return Err(candle_core::Error::Msg(format!(
+            "{}: the inputs and the gradient must be on one CUDA device",
+            op.name
+        )));
+    };
+    let va = input::<T>(sa, la, a.elem_count())?;
+    let vb = input::<T>(sb, lb, b.elem_count())?;
+    let vg = input::<T>(sg, lg, g.elem_count())?;
+    let (g1, g2) = match &op.kind {
+        Kind::Along { dim, eps, .. } => {
+            cuda.cosine_similarity_backward(&va, a.dims(), &vb, b.dims(), *dim, *eps, &vg)
+        }
+        Kind::Channels {
+            flatten_from, eps, ..
+        } => {
+            cuda.channel_similarity_backward(&va, a.dims(), &vb, b.dims(), *flatten_from, *eps, &vg)
+        }
+        _ => {
+            return Err(candle_core::Error::Msg(format!(
+                "{} is not differentiable yet on CUDA tensors (its CUDA backward is still to \
+                 come): detach its inputs, or train through candle's composed ops",
+                op.name
+            )))
+        }
+    }
+    .map_err(wrap)?;
+    let tensor = |g: CudaSlice<T>, dims: &[usize]| {
+        let storage = Storage::Cuda(T::wrap_cuda_slice(g, device.clone()));
+        Tensor::from_storage(storage, dims, candle_core::op::BackpropOp::none(), false)
+    };
+    Ok((tensor(g1, a.dims()), tensor(g2, b.dims())))
+}

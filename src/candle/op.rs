@@ -284,8 +284,17 @@ impl candle_core::CustomOp2 for CosimOp {
         if matches!(self.kind, Kind::Pair { .. }) {
             return not_yet("");
         }
-        if !arg1.device().is_cpu() {
+        if arg1.device().is_cuda() {
+            #[cfg(feature = "candle-cuda")]
+            {
+                let (g1, g2) = super::cuda::backward(self, arg1, arg2, grad_res)?;
+                return Ok((Some(g1), Some(g2)));
+            }
+            #[cfg(not(feature = "candle-cuda"))]
             return not_yet(" on CUDA tensors");
+        }
+        if !arg1.device().is_cpu() {
+            return not_yet(" on this device");
         }
         let (g1, g2) = match arg1.dtype() {
             DType::F32 => self.cpu_bwd::<f32>(arg1, arg2, grad_res)?,
