@@ -9,6 +9,7 @@ mod common;
 use anyhow::Result;
 use common::random_broadcast_case;
 use cosim::cpu;
+use cosim::pairwise::Layout;
 use cosim::{bf16, f16, Element, Error};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -334,4 +335,114 @@ fn bad_input_is_refused() {
         ),
         "{e}"
     );
+}
+
+/// Shapes of a pairwise pair in its layouts: (a shape, b shape).
+fn pair_shapes(
+    (batch_a, batch_b): (Option<usize>, Option<usize>),
+    (n, m, d): (usize, usize, usize),
+    (la, lb): (Layout, Layout),
+) -> (Vec<usize>, Vec<usize>) {
+    let set = |batch: Option<usize>, count: usize, layout: Layout| {
+        let inner = match layout {
+            Layout::Rows => vec![count, d],
+            Layout::Cols => vec![d, count],
+        };
+        batch.map_or(inner.clone(), |b| [vec![b], inner].concat())
+    };
+    (set(batch_a, n, la), set(batch_b, m, lb))
+}
+
+#[test]
+fn pairwise_matrix_matches_finite_differences() -> Result<()> {
+    use cosim::pairwise::PairPlan;
+    let mut r = SmallRng::seed_from_u64(78);
+    let batches = [
+        (None, None),
+        (Some(2), Some(2)),
+        (Some(3), None),
+        (None, Some(2)),
+    ];
+    let sizes = [(1, 1, 1), (3, 1, 3), (1, 4, 2), (3, 5, 4), (4, 3, 7)];
+    let layouts = [
+        (Layout::Rows, Layout::Rows),
+        (Layout::Rows, Layout::Cols),
+        (Layout::Cols, Layout::Rows),
+        (Layout::Cols, Layout::Cols),
+    ];
+    let mut case = 0;
+    for &bt in &batches {
+        for &size in &sizes {
+            for &ly in &layouts {
+                case += 1;
+                let eps = [None, Some(0.0), Some(2.0)][case % 3];
+                let (sa, sb) = pair_shapes(bt, size, ly);
+                let plan = PairPlan::new(&sa, ly.0, &sb, ly.1)?.eps(eps)?;
+                let a = random(&mut r, sa.iter().product());
+                let b = random(&mut r, sb.iter().product());
+                let grad = random(&mut r, plan.matrix_shape().iter().product());
+                let (ga, gb) = cpu::pairwise_similarity_backward(&plan, &a, &b, &grad)?;
+                let (fa, fb) = finite_differences(&a, &b, &grad, |x, y| {
+                    cpu::pairwise_similarity(&plan, x, y)
+                        .map(|s| s.values)
+                        .unwrap_or_default()
+                });
+                let what = format!("case {case}: {sa:?} {ly:?} {sb:?} eps {eps:?}");
+                assert_close(&format!("{what} da"), &ga, &fa, 1e-7);
+                assert_close(&format!("{what} db"), &gb, &fb, 1e-7);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn pairwise_dtypes_edges_and_bad_input() -> Result<()> {
+    use cosim::pairwise::PairPlan;
+    let mut r = SmallRng::seed_from_u64(90);
+    let plan = PairPlan::new(&[2, 6, 9], Layout::Rows, &[9, 11], Layout::Cols)?;
+    let a = random(&mut r, 2 * 6 * 9);
+    let b = random(&mut r, 9 * 11);
+    let grad = random(&mut r, 2 * 6 * 11);
+    fn typed<T: Element>(plan: &PairPlan, a: &[f64], b: &[f64], g: &[f64], tol: f64) -> Result<()> {
+        let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
+        let back = |v: &[T]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+        let (a, b, g) = (cast(a), cast(b), cast(g));
+        let (ga, gb) = cpu::pairwise_similarity_backward(plan, &a, &b, &g)?;
+        let (wa, wb) = cpu::pairwise_similarity_backward(plan, &back(&a), &back(&b), &back(&g))?;
+        assert_close(&format!("{} da", T::NAME), &back(&ga), &wa, tol);
+        assert_close(&format!("{} db", T::NAME), &back(&gb), &wb, tol);
+        Ok(())
+    }
+    typed::<f32>(&plan, &a, &b, &grad, 1e-5)?;
+    typed::<f16>(&plan, &a, &b, &grad, 1e-2)?;
+    typed::<bf16>(&plan, &a, &b, &grad, 3e-2)?;
+    // A zero vector with eps = 0 gets 0; a NaN component makes its vector's gradient NaN and
+    // reaches every vector of the other set through G.
+    let plan0 = PairPlan::new(&[2, 2], Layout::Rows, &[2, 2], Layout::Rows)?.eps(Some(0.0))?;
+    let (ga, gb) = cpu::pairwise_similarity_backward(
+        &plan0,
+        &[0.0f64, 0.0, 1.0, 2.0],
+        &[3.0, 4.0, 1.0, -1.0],
+        &[1.0; 4],
+    )?;
+    assert_eq!(&ga[..2], &[0.0, 0.0]);
+    assert!(ga.iter().chain(&gb).all(|v| v.is_finite()));
+    let (ga, gb) = cpu::pairwise_similarity_backward(
+        &plan0,
+        &[f64::NAN, 0.0, 1.0, 2.0],
+        &[3.0, 4.0, 1.0, -1.0],
+        &[1.0; 4],
+    )?;
+    assert!(ga[..2].iter().chain(&gb).all(|v| v.is_nan()) && ga[2..].iter().all(|v| v.is_finite()));
+    let e =
+        cpu::pairwise_similarity_backward(&plan0, &[1.0f64; 4], &[1.0; 4], &[1.0; 3]).unwrap_err();
+    assert!(
+        matches!(e, Error::OutLenMismatch { what: "grad", .. }),
+        "{e}"
+    );
+    let e =
+        cpu::pairwise_similarity_backward(&plan0, &[1.0f64; 3], &[1.0; 4], &[1.0; 4]).unwrap_err();
+    assert!(matches!(e, Error::LenMismatch { .. }), "{e}");
+    Ok(())
 }

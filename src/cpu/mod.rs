@@ -19,8 +19,8 @@ mod sums;
 
 pub use pairwise::{
     pairwise_argmax, pairwise_mean, pairwise_row_mean, pairwise_similarity,
-    pairwise_similarity_blocks, pairwise_similarity_into, pairwise_top_k, pairwise_top_k_into,
-    set_similarity,
+    pairwise_similarity_backward, pairwise_similarity_blocks, pairwise_similarity_into,
+    pairwise_top_k, pairwise_top_k_into, set_similarity,
 };
 
 use crate::element::Element;

@@ -26,6 +26,7 @@
 //! [`Precision::Fast`]: crate::pairwise::Precision::Fast
 //! [`Precision::Exact`]: crate::pairwise::Precision::Exact
 
+mod backward;
 mod matrix;
 mod norms;
 mod select;
@@ -489,4 +490,29 @@ fn weighted_mean<A: Accum, T: Element>(x: &[A], w: Option<&[T]>) -> f64 {
             s / ws
         }
     }
+}
+
+/// Gradients of [`pairwise_similarity`]: given `grad`, the upstream gradient of the matrix
+/// (`[B?, N, M]`), returns the gradients of `a` and `b`, shaped and laid out like them:
+/// `dA_i = ia_i · (g_i − ⟨â_i, g_i⟩ · â_i)` with `g_i = Σ_j G_ij · ib_j · b_j` and the
+/// symmetric form for B. A norm clamped to eps is a constant; a zero vector with eps = 0 gets
+/// 0 (its row of the matrix is 0); NaN in gives NaN out; a set shared by every batch gets the
+/// sum over the batches. No normalised copies and no copy of `grad`: the inverse norms are
+/// the extra memory. Exact in the accumulator type ([`crate::pairwise::Precision`] is
+/// ignored, as in the forward); O(B·N·M·D) in parallel loops, not yet tiled for GEMM speed.
+///
+/// # Errors
+/// As [`pairwise_similarity`], and [`Error::OutLenMismatch`] if `grad` is not shaped like the
+/// matrix.
+pub fn pairwise_similarity_backward<T: Element>(
+    plan: &PairPlan,
+    a: &[T],
+    b: &[T],
+    grad: &[T],
+) -> Result<(Vec<T>, Vec<T>)> {
+    let sets = prepare(plan, a, b)?;
+    plan.check_out("grad", grad.len(), &plan.matrix_shape())?;
+    let ga = backward::gradient(plan, &sets.a, &sets.b, grad, backward::Of::A);
+    let gb = backward::gradient(plan, &sets.a, &sets.b, grad, backward::Of::B);
+    Ok((ga, gb))
 }
