@@ -538,13 +538,13 @@ fn bad_input_gets_cosims_message() -> Result<()> {
 }
 
 #[test]
-fn pairwise_backward_refuses_instead_of_a_zero_gradient() -> Result<()> {
+fn pairwise_reductions_refuse_backward_instead_of_a_zero_gradient() -> Result<()> {
     let a = Var::from_tensor(&randn(&[4, 8], DType::F32)?)?;
     let b = randn(&[6, 8], DType::F32)?;
     for (name, out) in [
         (
-            "cosim::pairwise_similarity",
-            cc::pairwise_similarity(a.as_tensor(), &b)?,
+            "cosim::pairwise_argmax",
+            cc::pairwise_argmax(a.as_tensor(), &b)?.0,
         ),
         (
             "cosim::pairwise_top_k",
@@ -640,6 +640,47 @@ fn backward_through_cosim_equals_backward_through_composed_ops() -> Result<()> {
         })?;
         assert_close("reweight dx", &gx, &wx, t)?;
         assert_close("reweight dy", &gy, &wy, t)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn pairwise_matrix_backward_equals_candles_matmul() -> Result<()> {
+    type Op = Box<dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>>;
+    for dtype in [DType::F64, DType::F32] {
+        let t = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+        let a = Var::from_tensor(&randn(&[2, 5, 7], dtype)?)?;
+        let b = Var::from_tensor(&randn(&[9, 7], dtype)?)?;
+        let w = randn(&[2, 5, 9], dtype)?;
+        let composed = |x: &Tensor, y: &Tensor| -> candle_core::Result<Tensor> {
+            let unit = |v: &Tensor| -> candle_core::Result<Tensor> {
+                v.broadcast_div(&v.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-8)?)
+            };
+            unit(x)?.broadcast_matmul(&unit(y)?.t()?)
+        };
+        let (wa, wb) = grads(&a, &b, &w, composed)?;
+        // Rows against a shared set; b as [D, M] columns; a broadcast batch (summed by
+        // candle over the broadcast).
+        let cases: [(&str, Op); 3] = [
+            ("rows, shared b", Box::new(cc::pairwise_similarity)),
+            (
+                "b as columns",
+                Box::new(|x, y| {
+                    Pairwise::new(Layout::Rows, Layout::Cols).similarity(x, &y.t()?.contiguous()?)
+                }),
+            ),
+            (
+                "broadcast batch",
+                Box::new(|x, y| {
+                    cc::pairwise_similarity(x, &y.unsqueeze(0)?.broadcast_as((2, 9, 7))?)
+                }),
+            ),
+        ];
+        for (what, f) in cases {
+            let (ga, gb) = grads(&a, &b, &w, f)?;
+            assert_close(&format!("{what} da"), &ga, &wa, t)?;
+            assert_close(&format!("{what} db"), &gb, &wb, t)?;
+        }
     }
     Ok(())
 }

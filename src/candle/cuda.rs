@@ -151,7 +151,7 @@ fn run<T: CandleElement>(
                 shape: vec![w + s],
             }
         }
-        Kind::Pair { plan, what } => T::pair(&cuda, plan, what, io)?,
+        Kind::Pair { plan, what, .. } => T::pair(&cuda, plan, what, io)?,
     };
     Ok((
         T::wrap_cuda_slice(out.values, device.clone()),

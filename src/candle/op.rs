@@ -31,8 +31,13 @@ pub(crate) enum Kind {
         eps: Option<f64>,
     },
     Pair {
+        /// The plan of the views as read (a transposed view read in the other layout, a
+        /// broadcast batch dropped).
         plan: PairPlan,
         what: PairWhat,
+        /// The layouts the caller declared for the two tensors, at their own shapes (the
+        /// backward reads them so).
+        declared: (crate::pairwise::Layout, crate::pairwise::Layout),
     },
 }
 
@@ -187,7 +192,7 @@ impl CosimOp {
                 let len = packed.len();
                 (packed, vec![len])
             }
-            Kind::Pair { plan, what } => match what {
+            Kind::Pair { plan, what, .. } => match what {
                 PairWhat::Matrix => {
                     let s = cpu::pairwise_similarity(plan, a, b).map_err(wrap)?;
                     (s.values, s.shape)
@@ -281,10 +286,13 @@ impl candle_core::CustomOp2 for CosimOp {
                 self.name
             )))
         };
-        if matches!(self.kind, Kind::Pair { .. }) {
+        if matches!(&self.kind, Kind::Pair { what, .. } if !matches!(what, PairWhat::Matrix)) {
             return not_yet("");
         }
         if arg1.device().is_cuda() {
+            if matches!(self.kind, Kind::Pair { .. }) {
+                return not_yet(" on CUDA tensors");
+            }
             #[cfg(feature = "candle-cuda")]
             {
                 let (g1, g2) = super::cuda::backward(self, arg1, arg2, grad_res)?;
@@ -338,11 +346,13 @@ impl CosimOp {
                 let (gw, gs) = g.split_at(w.min(g.len()));
                 cpu::reweight_channels_backward(&x1, s1, &x2, s2, *flatten_from, *eps, gw, Some(gs))
             }
-            Kind::Pair { .. } => {
-                return Err(candle_core::Error::Msg(format!(
-                    "{}: no backward yet",
-                    self.name
-                )))
+            Kind::Pair { plan, declared, .. } => {
+                // The matrix (the other pairwise results refused above), at the tensors' own
+                // shapes and declared layouts.
+                let logical = crate::pairwise::PairPlan::new(s1, declared.0, s2, declared.1)
+                    .and_then(|p| p.eps(Some(plan.eps)))
+                    .map_err(wrap)?;
+                cpu::pairwise_similarity_backward(&logical, &x1, &x2, &g)
             }
         }
         .map_err(wrap)?;
