@@ -171,6 +171,24 @@ fn cpu_section(rows: &mut Vec<Row>) {
             &[2, 1 << 24],
             Op::Along(1),
         ),
+        (
+            "backward dim=1 [16,256,64,64]",
+            NCHW,
+            NCHW,
+            Op::AlongBack(1),
+        ),
+        (
+            "backward dim=1 [16,256,64,64] vs prototype [1,256,1,1]",
+            NCHW,
+            &[1, 256, 1, 1],
+            Op::AlongBack(1),
+        ),
+        (
+            "backward per channel [16,256,64,64] flatten_from=2",
+            NCHW,
+            NCHW,
+            Op::FlatBack(2),
+        ),
     ];
     // This machine's bandwidth drifts with its neighbours (seen: 20 to 45 GB/s within
     // minutes): each case is judged against the read ceiling measured right before and right
@@ -196,6 +214,32 @@ enum Op {
     /// Only in the GPU cases.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     Reweight(usize),
+    /// The gradients of `Along` / `Flat`: reads x1, x2 and the upstream gradient, writes both
+    /// input gradients (the bytes counted; the inputs are read twice, the second time mostly
+    /// from cache for short vectors).
+    AlongBack(isize),
+    FlatBack(usize),
+}
+
+impl Op {
+    /// The forward plan of the op.
+    fn plan(self, s1: &[usize], s2: &[usize]) -> cosim::Result<cosim::plan::Plan> {
+        match self {
+            Op::Along(d) | Op::AlongBack(d) => cosim::plan::Plan::along(s1, s2, d, None),
+            Op::Flat(f) | Op::Reweight(f) | Op::FlatBack(f) => {
+                cosim::plan::Plan::flattened(s1, s2, f, None)
+            }
+        }
+    }
+
+    /// Elements the op reads and writes besides the two inputs (read once each).
+    fn other_elements(self, plan: &cosim::plan::Plan, n1: usize, n2: usize) -> usize {
+        match self {
+            Op::Along(_) | Op::Flat(_) => plan.out_len(),
+            Op::Reweight(_) => plan.out_len() * (1 + plan.reduce.len),
+            Op::AlongBack(_) | Op::FlatBack(_) => plan.out_len() + n1 + n2,
+        }
+    }
 }
 
 fn cpu_case<T: Element>(
@@ -209,21 +253,27 @@ fn cpu_case<T: Element>(
     let (n1, n2) = (s1.iter().product::<usize>(), s2.iter().product::<usize>());
     let (a, b) = (random::<T>(n1, 2), random::<T>(n2, 3));
     let sz = std::mem::size_of::<T>() as f64;
-    let mut out_len = 0;
+    let Ok(plan) = op.plan(s1, s2) else {
+        println!("cpu {case}: not a valid case");
+        return;
+    };
+    let grad = random::<T>(plan.out_len(), 4);
     let before = ceiling();
     let ms = time_cpu(11, || {
-        let r = match op {
-            Op::Along(d) => cpu::cosine_similarity(&a, s1, &b, s2, d, None),
-            Op::Flat(f) => cpu::channel_similarity(&a, s1, &b, s2, f, None),
-            Op::Reweight(f) => {
-                cpu::reweight_channels(&a, s1, &b, s2, f, None).map(|r| cosim::Similarity {
-                    values: r.similarity,
-                    shape: r.similarity_shape,
-                })
+        let ok = match op {
+            Op::Along(d) => cpu::cosine_similarity(&a, s1, &b, s2, d, None).is_ok(),
+            Op::Flat(f) => cpu::channel_similarity(&a, s1, &b, s2, f, None).is_ok(),
+            Op::Reweight(f) => cpu::reweight_channels(&a, s1, &b, s2, f, None).is_ok(),
+            Op::AlongBack(d) => {
+                cpu::cosine_similarity_backward(&a, s1, &b, s2, d, None, &grad).is_ok()
+            }
+            Op::FlatBack(f) => {
+                cpu::channel_similarity_backward(&a, s1, &b, s2, f, None, &grad).is_ok()
             }
         };
-        out_len = r.map(|s| s.values.len()).unwrap_or(0);
+        std::hint::black_box(ok);
     });
+    let out_len = op.other_elements(&plan, n1, n2);
     let read = before.max(ceiling());
     let row = Row {
         backend: "cpu",
@@ -370,6 +420,27 @@ mod gpu {
                 Op::Reweight(2),
             ),
             (
+                "backward dim=1 [64,256,128,128]",
+                "f32",
+                NCHW,
+                NCHW,
+                Op::AlongBack(1),
+            ),
+            (
+                "backward dim=1 [64,256,128,128] vs prototype [1,256,1,1]",
+                "f32",
+                NCHW,
+                &[1, 256, 1, 1],
+                Op::AlongBack(1),
+            ),
+            (
+                "backward per channel [64,256,128,128] flatten_from=2",
+                "f32",
+                NCHW,
+                NCHW,
+                Op::FlatBack(2),
+            ),
+            (
                 "dim=1 [32,256,128,128]",
                 "f64",
                 &[32, 256, 128, 128],
@@ -401,23 +472,9 @@ mod gpu {
         let a = cuda.upload(&random::<T>(n1, 5))?;
         let b = cuda.upload(&random::<T>(n2, 6))?;
         let sz = std::mem::size_of::<T>();
-        let (plan, written) = match op {
-            Op::Along(d) => {
-                let p = Plan::along(s1, s2, d, None)?;
-                let w = p.out_len();
-                (p, w)
-            }
-            Op::Flat(f) | Op::Reweight(f) => {
-                let p = Plan::flattened(s1, s2, f, None)?;
-                let w = p.out_len()
-                    + if matches!(op, Op::Reweight(_)) {
-                        p.out_len() * p.reduce.len
-                    } else {
-                        0
-                    };
-                (p, w)
-            }
-        };
+        let plan: Plan = op.plan(s1, s2)?;
+        let written = op.other_elements(&plan, n1, n2);
+        let grad = cuda.upload(&random::<T>(plan.out_len(), 7))?;
         let mut out = cuda.stream().alloc_zeros::<T>(plan.out_len())?;
         let mut weighted = cuda.stream().alloc_zeros::<T>(
             if matches!(op, Op::Reweight(_)) {
@@ -438,6 +495,12 @@ mod gpu {
                 Op::Reweight(f) => cuda
                     .reweight_channels_into(&mut weighted, &mut out, &a, s1, &b, s2, f, None)
                     .map(drop),
+                Op::AlongBack(d) => cuda
+                    .cosine_similarity_backward(&a, s1, &b, s2, d, None, &grad)
+                    .map(drop),
+                Op::FlatBack(f) => cuda
+                    .channel_similarity_backward(&a, s1, &b, s2, f, None, &grad)
+                    .map(drop),
             };
             Ok(r?)
         })?;
@@ -449,7 +512,15 @@ mod gpu {
             bytes: ((n1 + n2 + written) * sz) as f64,
             ceiling_gbps: copy,
             ceiling_name: "copy",
-            extra_bytes: cuda.scratch_bytes::<T>(&plan),
+            extra_bytes: match op {
+                // A broadcast input's gradient is summed in accumulator-type scratch.
+                Op::AlongBack(_) | Op::FlatBack(_) => [n1, n2]
+                    .iter()
+                    .filter(|&&n| n != plan.out_len() * plan.reduce.len)
+                    .map(|n| n * std::mem::size_of::<T::Acc>())
+                    .sum(),
+                _ => cuda.scratch_bytes::<T>(&plan),
+            },
         };
         println!(
             "cuda {:<50} {:>5} {:9.3} ms {:7.0} GB/s {:5.1}% of copy, extra device memory {} B",
