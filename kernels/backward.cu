@@ -5,6 +5,9 @@
 // take adjacent outputs of the innermost kept axis, so strided reductions (dim=1 of NCHW) read
 // and write coalesced. An input broadcast against the other gets its gradient summed with
 // atomics into a zeroed accumulator buffer, cast to T after by cosim_backward_cast_*.
+// With `grad_w` (the reweighting, `weighted = x2 · sim` per channel): the similarity's upstream
+// gradient is `Σ_k grad_w·x2` (plus `grad`, the similarities' own, when given), and x2's
+// gradient gets the direct term `grad_w · sim` (sim rounded to T, as the forward used it).
 
 #include "common.cuh"
 
@@ -13,6 +16,7 @@ namespace cosim {
 template <typename T>
 __device__ __forceinline__ void backward(const cosim_along_params& p, const T* __restrict__ x1,
                                          const T* __restrict__ x2, const T* __restrict__ grad,
+                                         const T* __restrict__ grad_w,
                                          T* __restrict__ g1, T* __restrict__ g2,
                                          acc_t<T>* __restrict__ sum1, acc_t<T>* __restrict__ sum2) {
     using A = acc_t<T>;
@@ -26,11 +30,17 @@ __device__ __forceinline__ void backward(const cosim_along_params& p, const T* _
         off1 += i * p.inner_stride1;
         off2 += i * p.inner_stride2;
         Sums<A> s = Sums<A>::zero();
-        for (int64_t k = 0; k < p.reduce_len; ++k)
-            s.add(to_acc(x1[off1 + k * p.reduce_stride1]), to_acc(x2[off2 + k * p.reduce_stride2]));
+        A gy = A(0);
+        const T* gw = grad_w ? grad_w + t * p.reduce_len : nullptr;
+        for (int64_t k = 0; k < p.reduce_len; ++k) {
+            const A b = to_acc(x2[off2 + k * p.reduce_stride2]);
+            s.add(to_acc(x1[off1 + k * p.reduce_stride1]), b);
+            if (gw) gy = fma(to_acc(gw[k]), b, gy);
+        }
         const A r1 = sqrt(s.n1), r2 = sqrt(s.n2);
         const A den = fmax(r1, eps) * fmax(r2, eps);
-        const A g = to_acc(grad[t]);
+        const A g = gy + (grad ? to_acc(grad[t]) : A(0));
+        const A sim = gw ? to_acc(from_acc<T>(finish(s, eps))) : A(0);
         A ca = A(0), cb1 = A(0), cb2 = A(0);
         if (den != A(0)) {
             const A cos = s.dot / den;
@@ -45,7 +55,8 @@ __device__ __forceinline__ void backward(const cosim_along_params& p, const T* _
         for (int64_t k = 0; k < p.reduce_len; ++k) {
             const int64_t j1 = off1 + k * p.reduce_stride1, j2 = off2 + k * p.reduce_stride2;
             const A a = to_acc(x1[j1]), b = to_acc(x2[j2]);
-            const A v1 = ca * b + cb1 * a, v2 = ca * a + cb2 * b;
+            const A v1 = ca * b + cb1 * a;
+            const A v2 = ca * a + cb2 * b + (gw ? to_acc(gw[k]) * sim : A(0));
             if (sum1) atomicAdd(sum1 + j1, v1); else g1[j1] = from_acc<T>(v1);
             if (sum2) atomicAdd(sum2 + j2, v2); else g2[j2] = from_acc<T>(v2);
         }
@@ -63,9 +74,9 @@ __device__ __forceinline__ void cast(const acc_t<T>* __restrict__ sum, T* __rest
 
 #define COSIM_BACKWARD(NAME, T)                                                                  \
     extern "C" __global__ void cosim_backward_##NAME(                                            \
-        cosim_along_params p, const T* x1, const T* x2, const T* grad, T* g1, T* g2,              \
-        cosim::acc_t<T>* sum1, cosim::acc_t<T>* sum2) {                                           \
-        cosim::backward<T>(p, x1, x2, grad, g1, g2, sum1, sum2);                                 \
+        cosim_along_params p, const T* x1, const T* x2, const T* grad, const T* grad_w, T* g1,    \
+        T* g2, cosim::acc_t<T>* sum1, cosim::acc_t<T>* sum2) {                                    \
+        cosim::backward<T>(p, x1, x2, grad, grad_w, g1, g2, sum1, sum2);                         \
     }                                                                                            \
     extern "C" __global__ void cosim_backward_cast_##NAME(const cosim::acc_t<T>* sum, T* g,      \
                                                           int64_t n) {                           \

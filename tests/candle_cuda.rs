@@ -217,17 +217,52 @@ fn backward_on_cuda_tensors_matches_the_cpu() -> Result<()> {
         assert_close("dx", &on_gpu[0], &on_cpu[0], t)?;
         assert_close("dp", &on_gpu[1], &on_cpu[1], t)?;
     }
-    // The reweighting and the pairwise ops refuse on CUDA tensors, with a clear message.
-    let x = Var::from_tensor(&randn(&[2, 3, 4], DType::F32)?.to_device(&dev)?)?;
-    let (weighted, _) = cc::reweight_channels(x.as_tensor(), x.as_tensor(), 2, None)?;
-    let e = weighted
+    // The pairwise matrix refuses on CUDA tensors, with a clear message.
+    let x = Var::from_tensor(&randn(&[5, 4], DType::F32)?.to_device(&dev)?)?;
+    let s = cc::pairwise_similarity(x.as_tensor(), x.as_tensor())?;
+    let e = s
         .sum_all()?
         .backward()
-        .expect_err("no CUDA reweight backward yet");
+        .expect_err("no CUDA pairwise backward yet");
     assert!(
         e.to_string()
             .contains("not differentiable yet on CUDA tensors"),
         "{e}"
     );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn reweight_backward_on_cuda_tensors_matches_the_cpu() -> Result<()> {
+    use candle_core::Var;
+    let dev = gpu()?;
+    let (x, y) = (
+        randn(&[3, 8, 5, 7], DType::F32)?,
+        randn(&[1, 8, 5, 7], DType::F32)?,
+    );
+    let (ww, ws) = (
+        randn(&[3, 8, 5, 7], DType::F32)?,
+        randn(&[3, 8], DType::F32)?,
+    );
+    let run = |on: &Device| -> Result<Vec<Tensor>> {
+        let (vx, vy) = (
+            Var::from_tensor(&x.to_device(on)?)?,
+            Var::from_tensor(&y.to_device(on)?)?,
+        );
+        let (weighted, sims) = cc::reweight_channels(vx.as_tensor(), vy.as_tensor(), 2, None)?;
+        let loss = ((weighted * ww.to_device(on)?)?.sum_all()?
+            + (sims * ws.to_device(on)?)?.sum_all()?)?;
+        let g = loss.backward()?;
+        let get = |v: &Var| {
+            g.get(v.as_tensor())
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no gradient"))
+        };
+        Ok(vec![get(&vx)?, get(&vy)?])
+    };
+    let (on_gpu, on_cpu) = (run(&dev)?, run(&Device::Cpu)?);
+    assert_close("dx", &on_gpu[0], &on_cpu[0], 2e-5)?;
+    assert_close("dy", &on_gpu[1], &on_cpu[1], 2e-5)?;
     Ok(())
 }

@@ -163,3 +163,75 @@ fn edges_match_the_cpu_and_bad_input_is_refused() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn reweight_matches_the_cpu() -> Result<()> {
+    let cuda = gpu();
+    let mut r = rng(6);
+    for (sx, sy) in [
+        (vec![3usize, 8, 5, 7], vec![3usize, 8, 5, 7]),
+        (vec![3, 8, 5, 7], vec![1, 8, 5, 7]),
+        (vec![1, 8, 5, 7], vec![3, 8, 5, 7]),
+    ] {
+        let x: Vec<f32> = away_from_zero(&mut r, sx.iter().product());
+        let y: Vec<f32> = away_from_zero(&mut r, sy.iter().product());
+        let fwd = cpu::reweight_channels(&x, &sx, &y, &sy, 2, None)?;
+        let gw: Vec<f32> = random_vec(&mut r, fwd.weighted.len());
+        let gs: Vec<f32> = random_vec(&mut r, fwd.similarity.len());
+        let (dx, dy, dgw, dgs) = (
+            cuda.upload(&x)?,
+            cuda.upload(&y)?,
+            cuda.upload(&gw)?,
+            cuda.upload(&gs)?,
+        );
+        for with_sims in [false, true] {
+            let (w1, w2) = cpu::reweight_channels_backward(
+                &x,
+                &sx,
+                &y,
+                &sy,
+                2,
+                None,
+                &gw,
+                with_sims.then_some(&gs[..]),
+            )?;
+            let (g1, g2) = cuda.reweight_channels_backward(
+                &dx,
+                &sx,
+                &dy,
+                &sy,
+                2,
+                None,
+                &dgw,
+                with_sims.then_some(&dgs),
+            )?;
+            let what = format!("reweight {sx:?} {sy:?} sims {with_sims}");
+            assert_grads(&format!("{what} gx"), &cuda.download(&g1)?, &w1);
+            assert_grads(&format!("{what} gy"), &cuda.download(&g2)?, &w2);
+        }
+    }
+    let e = cuda
+        .reweight_channels_backward(
+            &cuda.upload(&[1.0f32; 6])?,
+            &[2, 3],
+            &cuda.upload(&[1.0f32; 6])?,
+            &[2, 3],
+            1,
+            None,
+            &cuda.upload(&[1.0f32; 5])?,
+            None::<&cosim::cudarc::driver::CudaSlice<f32>>,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            cosim::Error::OutLenMismatch {
+                what: "grad_weighted",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    Ok(())
+}

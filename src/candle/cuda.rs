@@ -262,8 +262,8 @@ impl super::op::Backend for f64 {
     }
 }
 
-/// `CustomOp2::bwd` of the along and per-channel ops on CUDA tensors, through
-/// [`Cuda::cosine_similarity_backward`] and its twin on candle's stream. The inputs are read at
+/// `CustomOp2::bwd` of the along, per-channel and reweighting ops on CUDA tensors, through
+/// [`Cuda::cosine_similarity_backward`] and its twins on candle's stream. The inputs are read at
 /// their logical shapes (`contiguous()`: a broadcast view is expanded on the device, and its
 /// gradient comes back at its logical shape for candle to sum).
 pub(crate) fn backward(
@@ -315,6 +315,25 @@ fn backward_t<T: CandleElement>(
             flatten_from, eps, ..
         } => {
             cuda.channel_similarity_backward(&va, a.dims(), &vb, b.dims(), *flatten_from, *eps, &vg)
+        }
+        Kind::Reweight {
+            flatten_from, eps, ..
+        } => {
+            // The op's output packs the weighted tensor, then the similarities.
+            let plan = crate::plan::Plan::flattened(a.dims(), b.dims(), *flatten_from, *eps)
+                .map_err(wrap)?;
+            let w = plan.out_len() * plan.reduce.len;
+            let (gw, gs) = (vg.slice(0..w), vg.slice(w..));
+            cuda.reweight_channels_backward(
+                &va,
+                a.dims(),
+                &vb,
+                b.dims(),
+                *flatten_from,
+                *eps,
+                &gw,
+                Some(&gs),
+            )
         }
         _ => {
             return Err(candle_core::Error::Msg(format!(

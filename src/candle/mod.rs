@@ -14,12 +14,12 @@
 //!   with `contiguous()` first; so is the rare pair of views that are both broadcast along
 //!   one dim, which cosim's broadcasting would lose.
 //! - **Graphs**: every op is a candle `CustomOp2`, so it sits in a graph like candle's own
-//!   ops. `backward()` through [`cosine_similarity`] and [`channel_similarity`] gives cosim's
-//!   gradients on CPU and CUDA tensors ([`crate::cpu::cosine_similarity_backward`] and its
-//!   twins), through [`reweight_channels`] and the pairwise matrix ([`pairwise_similarity`],
-//!   [`Pairwise::similarity`]) on CPU tensors; through the pairwise reductions (top-k, argmax,
-//!   means, set scores), and the reweighting and the matrix on CUDA tensors, it returns an
-//!   error that says it is not differentiable yet, never a zero gradient. Top-k and argmax
+//!   ops. `backward()` through [`cosine_similarity`], [`channel_similarity`] and
+//!   [`reweight_channels`] gives cosim's gradients on CPU and CUDA tensors
+//!   ([`crate::cpu::cosine_similarity_backward`] and its twins), through the pairwise matrix
+//!   ([`pairwise_similarity`], [`Pairwise::similarity`]) on CPU tensors; through the pairwise
+//!   reductions (top-k, argmax, means, set scores), and the matrix on CUDA tensors, it returns
+//!   an error that says it is not differentiable yet, never a zero gradient. Top-k and argmax
 //!   indices are plain u32 tensors.
 //! - **Errors** are candle errors carrying cosim's message.
 //!

@@ -1,4 +1,4 @@
-//! Gradients of the along and per-channel similarities on the GPU (`kernels/backward.cu`):
+//! Gradients of the along, per-channel and reweighting similarities on the GPU (`kernels/backward.cu`):
 //! one pass that reads both inputs twice (sums, then gradients; the second read mostly from
 //! L2 for short vectors) and the upstream gradient once, and writes both input gradients.
 //! The semantics are [`crate::cpu::cosine_similarity_backward`]'s. Extra device memory: for
@@ -9,7 +9,7 @@ use super::kernels::Family;
 use super::launch::{backward_params, grid_for, BLOCK};
 use super::{cfg_1d, Cuda, CudaElement};
 use crate::error::Result;
-use crate::plan::Plan;
+use crate::plan::{check_out_len, Plan};
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 
 impl Cuda {
@@ -32,7 +32,15 @@ impl Cuda {
         grad: &impl DevicePtr<T>,
     ) -> Result<(CudaSlice<T>, CudaSlice<T>)> {
         let plan = Plan::along(shape1, shape2, dim, eps)?;
-        self.backward(&plan, x1, shape1, x2, shape2, grad)
+        self.backward(
+            &plan,
+            x1,
+            shape1,
+            x2,
+            shape2,
+            ("grad", Some(grad)),
+            None::<&CudaSlice<T>>,
+        )
     }
 
     /// Gradients of [`Cuda::channel_similarity`]; see [`Cuda::cosine_similarity_backward`].
@@ -51,23 +59,64 @@ impl Cuda {
         grad: &impl DevicePtr<T>,
     ) -> Result<(CudaSlice<T>, CudaSlice<T>)> {
         let plan = Plan::flattened(shape1, shape2, flatten_from, eps)?;
-        self.backward(&plan, x1, shape1, x2, shape2, grad)
+        self.backward(
+            &plan,
+            x1,
+            shape1,
+            x2,
+            shape2,
+            ("grad", Some(grad)),
+            None::<&CudaSlice<T>>,
+        )
     }
 
-    fn backward<T: CudaElement>(
+    /// Gradients of [`Cuda::reweight_channels`] given the upstream gradient of the weighted
+    /// tensor and, optionally, of the similarities (`None::<&CudaSlice<T>>` without one):
+    /// `(gx, gy)`. See [`crate::cpu::reweight_channels_backward`] for the semantics.
+    ///
+    /// # Errors
+    /// As [`Cuda::reweight_channels`], and if a gradient is not shaped like its result.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reweight_channels_backward<T: CudaElement, G: DevicePtr<T>>(
+        &self,
+        x: &impl DevicePtr<T>,
+        shape_x: &[usize],
+        y: &impl DevicePtr<T>,
+        shape_y: &[usize],
+        flatten_from: usize,
+        eps: Option<f64>,
+        grad_weighted: &impl DevicePtr<T>,
+        grad_similarity: Option<&G>,
+    ) -> Result<(CudaSlice<T>, CudaSlice<T>)> {
+        let plan = Plan::flattened(shape_x, shape_y, flatten_from, eps)?;
+        let gs = ("grad_similarity", grad_similarity);
+        self.backward(&plan, x, shape_x, y, shape_y, gs, Some(grad_weighted))
+    }
+
+    /// The backward launch: `grad` (named for errors) is the similarities' upstream gradient,
+    /// `grad_w` the weighted tensor's (the reweighting); at least one is given.
+    #[allow(clippy::too_many_arguments)]
+    fn backward<T: CudaElement, G: DevicePtr<T>, W: DevicePtr<T>>(
         &self,
         plan: &Plan,
         x1: &impl DevicePtr<T>,
         shape1: &[usize],
         x2: &impl DevicePtr<T>,
         shape2: &[usize],
-        grad: &impl DevicePtr<T>,
+        (grad_name, grad): (&'static str, Option<&G>),
+        grad_w: Option<&W>,
     ) -> Result<(CudaSlice<T>, CudaSlice<T>)> {
         plan.check_inputs(x1.len(), x2.len(), shape1, shape2)?;
-        plan.check_out("grad", grad.len())?;
+        if let Some(g) = grad {
+            plan.check_out(grad_name, g.len())?;
+            self.check_device(grad_name, g)?;
+        }
+        if let Some(w) = grad_w {
+            check_out_len("grad_weighted", w.len(), &plan.weighted_shape())?;
+            self.check_device("grad_weighted", w)?;
+        }
         self.check_device("x1", x1)?;
         self.check_device("x2", x2)?;
-        self.check_device("grad", grad)?;
         let (outputs, red) = (plan.out_len(), plan.reduce.len);
         // Dense: every element of the input belongs to one output's vector, written once.
         let dense = |len: usize| red > 0 && len == outputs * red;
@@ -93,7 +142,14 @@ impl Cuda {
             let p = backward_params(plan);
             let (p1, _a) = x1.device_ptr(s);
             let (p2, _b) = x2.device_ptr(s);
-            let (pg, _c) = grad.device_ptr(s);
+            let (pg, _c) = grad.map_or((0, None), |g| {
+                let (p, guard) = g.device_ptr(s);
+                (p, Some(guard))
+            });
+            let (pw, _w) = grad_w.map_or((0, None), |g| {
+                let (p, guard) = g.device_ptr(s);
+                (p, Some(guard))
+            });
             let (pg1, _d) = g1.device_ptr(s);
             let (pg2, _e) = g2.device_ptr(s);
             let (ps1, _f) = s1.as_ref().map_or((0, None), |x| {
@@ -110,8 +166,9 @@ impl Cuda {
                 shared_mem_bytes: 0,
             };
             // SAFETY: signature (cosim_along_params, const T* x1, const T* x2, const T* grad,
-            // T* g1, T* g2, acc* sum1, acc* sum2). The plan was validated against both input
-            // lengths and grad's; the kernel reads and writes inside x1/x2's extents (g1, g2
+            // const T* grad_w, T* g1, T* g2, acc* sum1, acc* sum2). The plan was validated
+            // against both input lengths, grad's (one per output, or null) and grad_w's (the
+            // weighted shape, reduce_len per output, or null); the kernel reads and writes inside x1/x2's extents (g1, g2
             // and the sums have those lengths); a null sum pointer makes it write that gradient
             // directly, which it does only for dense inputs (each element once).
             unsafe {
@@ -120,6 +177,7 @@ impl Cuda {
                     .arg(&p1)
                     .arg(&p2)
                     .arg(&pg)
+                    .arg(&pw)
                     .arg(&pg1)
                     .arg(&pg2)
                     .arg(&ps1)
