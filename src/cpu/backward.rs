@@ -1,11 +1,13 @@
 //! Gradients of the along, per-channel and reweighting similarities on the CPU: one pass over
 //! the outputs for their sums (dot and norms, recomputed as the forward does), then one pass
-//! that writes both input gradients. Inputs read once per pass; outputs written in parallel
-//! where no input is broadcast (each gradient element then belongs to one output), summed
-//! over the broadcast dims in the accumulator type where one is.
+//! that writes both input gradients. Both passes go in parallel blocks of consecutive
+//! outputs; along a strided reduced axis (dim=1 of NCHW) a block steps the axis outermost, so
+//! that its outputs' elements are read side by side, as the forward reads them. A dense input
+//! (no broadcast) gets each gradient element written once, in place; a broadcast one gets its
+//! sums per thread in the accumulator type, added up after.
 
 use crate::element::{Accum, Element};
-use crate::plan::{offsets, Plan};
+use crate::plan::{Plan, Walk};
 use rayon::prelude::*;
 
 /// What one output contributes to the gradients of its vector pair `(x1, x2)`:
@@ -22,6 +24,84 @@ pub(crate) struct Coef<A> {
     pub b2: A,
 }
 
+/// Consecutive outputs one task handles.
+const BLOCK: usize = 64;
+/// Most bytes of per-thread partial sums for a broadcast input's gradient; past it the
+/// blocks are summed in order on one thread.
+const PARTIALS: usize = 64 << 20;
+
+/// The input offsets of outputs `first..first + n`.
+fn block_offsets(plan: &Plan, first: usize, n: usize) -> Vec<(usize, usize)> {
+    let mut w = Walk::new(&plan.outer, first);
+    (0..n)
+        .map(|_| {
+            let o = w.offsets();
+            w.advance();
+            o
+        })
+        .collect()
+}
+
+/// Calls `f(j, k, o1, o2)` for every output `j` of a block (offsets `offs`) and step `k` of
+/// the reduced axis: `k` outermost along a strided axis (the block's elements side by side),
+/// innermost along contiguous rows.
+#[inline(always)]
+fn visit(plan: &Plan, offs: &[(usize, usize)], mut f: impl FnMut(usize, usize, usize, usize)) {
+    let red = plan.reduce;
+    if red.stride1 <= 1 && red.stride2 <= 1 {
+        for (j, &(o1, o2)) in offs.iter().enumerate() {
+            for k in 0..red.len {
+                f(j, k, o1, o2);
+            }
+        }
+    } else {
+        for k in 0..red.len {
+            for (j, &(o1, o2)) in offs.iter().enumerate() {
+                f(j, k, o1, o2);
+            }
+        }
+    }
+}
+
+/// dot, ‖x1‖², ‖x2‖² and `Σ_k w·x2` (with `w`, the reweighting's upstream gradient laid out
+/// `[output, k]`) of every output, in blocks, then `f(output, sums)` for each.
+fn sums_then<T: Element, R: Send>(
+    plan: &Plan,
+    x1: &[T],
+    x2: &[T],
+    w: Option<&[T]>,
+    f: impl Fn(usize, [T::Acc; 4]) -> R + Sync,
+) -> Vec<R> {
+    let red = plan.reduce;
+    let blocks = plan.out_len().div_ceil(BLOCK);
+    let parts: Vec<Vec<R>> = (0..blocks)
+        .into_par_iter()
+        .map(|c| {
+            let first = c * BLOCK;
+            let offs = block_offsets(plan, first, BLOCK.min(plan.out_len() - first));
+            let mut s = vec![[T::Acc::ZERO; 4]; offs.len()];
+            visit(plan, &offs, |j, k, o1, o2| {
+                let (a, b) = (
+                    x1[o1 + k * red.stride1].to_acc(),
+                    x2[o2 + k * red.stride2].to_acc(),
+                );
+                let t = &mut s[j];
+                t[0] = t[0] + a * b;
+                t[1] = t[1] + a * a;
+                t[2] = t[2] + b * b;
+                if let Some(w) = w {
+                    t[3] = t[3] + w[(first + j) * red.len + k].to_acc() * b;
+                }
+            });
+            s.into_iter()
+                .enumerate()
+                .map(|(j, t)| f(first + j, t))
+                .collect()
+        })
+        .collect();
+    parts.into_iter().flatten().collect()
+}
+
 /// The coefficients of every output, from the upstream gradient `g(o)` of output `o`.
 pub(crate) fn coefs<T: Element>(
     plan: &Plan,
@@ -30,25 +110,9 @@ pub(crate) fn coefs<T: Element>(
     g: impl Fn(usize) -> T::Acc + Sync,
 ) -> Vec<Coef<T::Acc>> {
     let eps = T::Acc::from_f64(plan.eps);
-    let red = plan.reduce;
-    (0..plan.out_len())
-        .into_par_iter()
-        .with_min_len(64)
-        .map(|o| {
-            let (o1, o2) = offsets(&plan.outer, o);
-            let (mut dot, mut n1, mut n2) = (T::Acc::ZERO, T::Acc::ZERO, T::Acc::ZERO);
-            for k in 0..red.len {
-                let (a, b) = (
-                    x1[o1 + k * red.stride1].to_acc(),
-                    x2[o2 + k * red.stride2].to_acc(),
-                );
-                dot = dot + a * b;
-                n1 = n1 + a * a;
-                n2 = n2 + b * b;
-            }
-            coef(dot, n1, n2, eps, g(o))
-        })
-        .collect()
+    sums_then(plan, x1, x2, None, |o, [dot, n1, n2, _]| {
+        coef(dot, n1, n2, eps, g(o))
+    })
 }
 
 /// [`Coef`] of one output from its sums (`n1`, `n2`: squared norms).
@@ -96,14 +160,30 @@ pub(crate) enum Input {
     Second,
 }
 
+/// A pointer that parallel tasks write through at disjoint indices.
+#[derive(Clone, Copy)]
+struct Disjoint<T>(*mut T);
+// SAFETY: only used by `gradient` for dense inputs, where every index is written by exactly
+// one task (see there); the pointee type is plain data.
+unsafe impl<T: Send> Send for Disjoint<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Disjoint<T> {}
+
+impl<T> Disjoint<T> {
+    /// Writes element `i`.
+    ///
+    /// # Safety
+    /// `i` is inside the buffer, which outlives the call, and no other thread accesses
+    /// element `i` meanwhile.
+    unsafe fn write(self, i: usize, v: T) {
+        // SAFETY: as the caller promises.
+        unsafe { *self.0.add(i) = v };
+    }
+}
+
 /// The gradient of one input, shaped like it, in `T`: element `off(o) + k·stride` of the
 /// input (its element `k` of output `o`'s vector) receives `term(o, k, off1, off2, coef)`,
 /// summed over every output that reads it.
-///
-/// A dense input (no broadcast: each element read by exactly one output) gets its values
-/// computed in parallel, one output's vector per task, then placed (in place when the
-/// vectors are already in the input's order, as for contiguous rows). A broadcast input's
-/// sums are accumulated in the accumulator type, in output order.
 pub(crate) fn gradient<T: Element>(
     plan: &Plan,
     which: Input,
@@ -115,45 +195,63 @@ pub(crate) fn gradient<T: Element>(
         Input::First => (plan.len1, red.stride1),
         Input::Second => (plan.len2, red.stride2),
     };
-    let own = |(o1, o2): (usize, usize)| match which {
+    let own = move |o1: usize, o2: usize| match which {
         Input::First => o1,
         Input::Second => o2,
     };
+    let blocks = coefs.len().div_ceil(BLOCK);
+    let block = |c: usize, put: &mut dyn FnMut(usize, T::Acc)| {
+        let first = c * BLOCK;
+        let offs = block_offsets(plan, first, BLOCK.min(coefs.len() - first));
+        visit(plan, &offs, |j, k, o1, o2| {
+            let o = first + j;
+            put(own(o1, o2) + k * stride, term(o, k, o1, o2, &coefs[o]));
+        });
+    };
     if red.len > 0 && len == coefs.len() * red.len {
-        let mut vals = vec![T::default(); len];
-        vals.par_chunks_mut(red.len)
-            .zip(coefs.par_iter())
-            .enumerate()
-            .with_min_len(16)
-            .for_each(|(o, (v, c))| {
-                let (o1, o2) = offsets(&plan.outer, o);
-                for (k, v) in v.iter_mut().enumerate() {
-                    *v = T::from_acc(term(o, k, o1, o2, c));
-                }
-            });
-        let in_order = (stride == 1 || red.len == 1)
-            && (0..coefs.len()).all(|o| own(offsets(&plan.outer, o)) == o * red.len);
-        if in_order {
-            return vals;
-        }
+        // Dense: the plan's map (output, k) → element is one to one (no broadcast, so its
+        // strides are a permutation of the input's own), so the blocks write disjoint
+        // elements, and every element is written.
         let mut g = vec![T::default(); len];
-        for (o, v) in vals.chunks(red.len).enumerate() {
-            let base = own(offsets(&plan.outer, o));
-            for (k, &x) in v.iter().enumerate() {
-                g[base + k * stride] = x;
-            }
-        }
+        let out = Disjoint(g.as_mut_ptr());
+        (0..blocks).into_par_iter().for_each(|c| {
+            block(c, &mut |i, v| {
+                debug_assert!(i < len);
+                // SAFETY: i < len (an element of the input, the plan having been checked
+                // against its length), and no other task writes index i (see above); `g`
+                // outlives the parallel loop and is not read during it.
+                unsafe { out.write(i, T::from_acc(v)) };
+            });
+        });
         return g;
     }
-    let mut sums = vec![T::Acc::ZERO; len];
-    for (o, c) in coefs.iter().enumerate() {
-        let (o1, o2) = offsets(&plan.outer, o);
-        let base = own((o1, o2));
-        for k in 0..red.len {
-            let j = base + k * stride;
-            sums[j] = sums[j] + term(o, k, o1, o2, c);
+    let threads = rayon::current_num_threads();
+    let sums = if len * std::mem::size_of::<T::Acc>() * threads <= PARTIALS {
+        (0..blocks)
+            .into_par_iter()
+            .fold(
+                || vec![T::Acc::ZERO; len],
+                |mut acc, c| {
+                    block(c, &mut |i, v| acc[i] = acc[i] + v);
+                    acc
+                },
+            )
+            .reduce(
+                || vec![T::Acc::ZERO; len],
+                |mut x, y| {
+                    for (a, b) in x.iter_mut().zip(y) {
+                        *a = *a + b;
+                    }
+                    x
+                },
+            )
+    } else {
+        let mut acc = vec![T::Acc::ZERO; len];
+        for c in 0..blocks {
+            block(c, &mut |i, v| acc[i] = acc[i] + v);
         }
-    }
+        acc
+    };
     sums.into_iter().map(T::from_acc).collect()
 }
 
@@ -187,27 +285,11 @@ pub(crate) fn reweight_coefs<T: Element>(
     grad_similarity: Option<&[T]>,
 ) -> (Vec<Coef<T::Acc>>, Vec<T::Acc>) {
     let eps = T::Acc::from_f64(plan.eps);
-    let red = plan.reduce;
-    (0..plan.out_len())
-        .into_par_iter()
-        .with_min_len(16)
-        .map(|o| {
-            let (o1, o2) = offsets(&plan.outer, o);
-            let (mut dot, mut n1, mut n2, mut gy) =
-                (T::Acc::ZERO, T::Acc::ZERO, T::Acc::ZERO, T::Acc::ZERO);
-            for k in 0..red.len {
-                let (a, b) = (
-                    x[o1 + k * red.stride1].to_acc(),
-                    y[o2 + k * red.stride2].to_acc(),
-                );
-                dot = dot + a * b;
-                n1 = n1 + a * a;
-                n2 = n2 + b * b;
-                gy = gy + grad_weighted[o * red.len + k].to_acc() * b;
-            }
-            let sim = T::from_acc(crate::cosine::finish(dot, n1, n2, eps)).to_acc();
-            let g = gy + grad_similarity.map_or(T::Acc::ZERO, |gs| gs[o].to_acc());
-            (coef(dot, n1, n2, eps, g), sim)
-        })
-        .unzip()
+    sums_then(plan, x, y, Some(grad_weighted), |o, [dot, n1, n2, gy]| {
+        let sim = T::from_acc(crate::cosine::finish(dot, n1, n2, eps)).to_acc();
+        let g = gy + grad_similarity.map_or(T::Acc::ZERO, |gs| gs[o].to_acc());
+        (coef(dot, n1, n2, eps, g), sim)
+    })
+    .into_iter()
+    .unzip()
 }
