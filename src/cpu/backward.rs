@@ -200,14 +200,23 @@ pub(crate) fn gradient<T: Element>(
         Input::Second => o2,
     };
     let blocks = coefs.len().div_ceil(BLOCK);
-    let block = |c: usize, put: &mut dyn FnMut(usize, T::Acc)| {
+    // One block's terms, each handed to `put(element, value)` (generic, so inlined).
+    fn block<A: Accum>(
+        plan: &Plan,
+        coefs: &[Coef<A>],
+        c: usize,
+        own: impl Fn(usize, usize) -> usize,
+        stride: usize,
+        term: &impl Fn(usize, usize, usize, usize, &Coef<A>) -> A,
+        mut put: impl FnMut(usize, A),
+    ) {
         let first = c * BLOCK;
         let offs = block_offsets(plan, first, BLOCK.min(coefs.len() - first));
         visit(plan, &offs, |j, k, o1, o2| {
             let o = first + j;
             put(own(o1, o2) + k * stride, term(o, k, o1, o2, &coefs[o]));
         });
-    };
+    }
     if red.len > 0 && len == coefs.len() * red.len {
         // Dense: the plan's map (output, k) → element is one to one (no broadcast, so its
         // strides are a permutation of the input's own), so the blocks write disjoint
@@ -215,7 +224,7 @@ pub(crate) fn gradient<T: Element>(
         let mut g = vec![T::default(); len];
         let out = Disjoint(g.as_mut_ptr());
         (0..blocks).into_par_iter().for_each(|c| {
-            block(c, &mut |i, v| {
+            block(plan, coefs, c, own, stride, &term, |i, v| {
                 debug_assert!(i < len);
                 // SAFETY: i < len (an element of the input, the plan having been checked
                 // against its length), and no other task writes index i (see above); `g`
@@ -232,7 +241,9 @@ pub(crate) fn gradient<T: Element>(
             .fold(
                 || vec![T::Acc::ZERO; len],
                 |mut acc, c| {
-                    block(c, &mut |i, v| acc[i] = acc[i] + v);
+                    block(plan, coefs, c, own, stride, &term, |i, v| {
+                        acc[i] = acc[i] + v
+                    });
                     acc
                 },
             )
@@ -248,7 +259,9 @@ pub(crate) fn gradient<T: Element>(
     } else {
         let mut acc = vec![T::Acc::ZERO; len];
         for c in 0..blocks {
-            block(c, &mut |i, v| acc[i] = acc[i] + v);
+            block(plan, coefs, c, own, stride, &term, |i, v| {
+                acc[i] = acc[i] + v
+            });
         }
         acc
     };
