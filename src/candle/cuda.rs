@@ -3,7 +3,7 @@
 //! and the outputs are new buffers allocated on that stream: no host round trip, no
 //! synchronisation.
 
-use super::op::{mixed, unsupported, wrap, CandleElement, CosimOp, Kind, PairWhat};
+use super::op::{by_dtype, wrap, CandleElement, CosimOp, Kind, PairWhat};
 use crate::cuda::{Cuda, Loaded, PairElement};
 use crate::pairwise::PairPlan;
 use candle_core::backend::BackendStorage;
@@ -68,14 +68,7 @@ pub(crate) fn forward(
     s2: &CudaStorage,
     l2: &Layout,
 ) -> candle_core::Result<(CudaStorage, Shape)> {
-    match (s1.dtype(), s2.dtype()) {
-        (DType::F32, DType::F32) => run::<f32>(op, s1, l1, s2, l2),
-        (DType::F64, DType::F64) => run::<f64>(op, s1, l1, s2, l2),
-        (DType::F16, DType::F16) => run::<half::f16>(op, s1, l1, s2, l2),
-        (DType::BF16, DType::BF16) => run::<half::bf16>(op, s1, l1, s2, l2),
-        (d1, d2) if d1 != d2 => Err(mixed(op.name, d1, d2)),
-        (d, _) => Err(unsupported(d, op.name)),
-    }
+    by_dtype!((s1.dtype(), s2.dtype()), op.name, T => run::<T>(op, s1, l1, s2, l2))
 }
 
 fn run<T: CandleElement>(
@@ -272,13 +265,8 @@ pub(crate) fn backward(
     arg2: &Tensor,
     grad: &Tensor,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    match arg1.dtype() {
-        DType::F32 => backward_t::<f32>(op, arg1, arg2, grad),
-        DType::F64 => backward_t::<f64>(op, arg1, arg2, grad),
-        DType::F16 => backward_t::<half::f16>(op, arg1, arg2, grad),
-        DType::BF16 => backward_t::<half::bf16>(op, arg1, arg2, grad),
-        d => Err(unsupported(d, op.name)),
-    }
+    let dtypes = (arg1.dtype(), arg2.dtype());
+    by_dtype!(dtypes, op.name, T => backward_t::<T>(op, arg1, arg2, grad))
 }
 
 fn backward_t<T: CandleElement>(

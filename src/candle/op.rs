@@ -8,6 +8,37 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Shape, Storage, Tensor, WithDType};
 use std::sync::{Arc, Mutex};
 
+/// Runs `$body` with `$t` the element type of `$dtypes` (one dtype, or two that must be
+/// equal), or returns the error naming op `$name`'s unsupported or mixed dtypes: the one
+/// dtype dispatch of every forward and backward.
+macro_rules! by_dtype {
+    ($dtypes:expr, $name:expr, $t:ident => $body:expr) => {{
+        let (d1, d2): (DType, DType) = $dtypes;
+        match d1 {
+            _ if d1 != d2 => Err($crate::candle::op::mixed($name, d1, d2)),
+            DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            DType::F64 => {
+                type $t = f64;
+                $body
+            }
+            DType::F16 => {
+                type $t = half::f16;
+                $body
+            }
+            DType::BF16 => {
+                type $t = half::bf16;
+                $body
+            }
+            d => Err($crate::candle::op::unsupported(d, $name)),
+        }
+    }};
+}
+#[cfg(feature = "candle-cuda")]
+pub(crate) use by_dtype;
+
 /// What one op computes, with the shapes cosim reads its two inputs as (see `views`).
 #[derive(Clone, Debug)]
 pub(crate) enum Kind {
@@ -251,14 +282,7 @@ impl candle_core::CustomOp2 for CosimOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        match (s1.dtype(), s2.dtype()) {
-            (DType::F32, DType::F32) => self.cpu::<f32>(s1, l1, s2, l2),
-            (DType::F64, DType::F64) => self.cpu::<f64>(s1, l1, s2, l2),
-            (DType::F16, DType::F16) => self.cpu::<half::f16>(s1, l1, s2, l2),
-            (DType::BF16, DType::BF16) => self.cpu::<half::bf16>(s1, l1, s2, l2),
-            (d1, d2) if d1 != d2 => Err(mixed(self.name, d1, d2)),
-            (d, _) => Err(unsupported(d, self.name)),
-        }
+        by_dtype!((s1.dtype(), s2.dtype()), self.name, T => self.cpu::<T>(s1, l1, s2, l2))
     }
 
     #[cfg(feature = "candle-cuda")]
@@ -304,13 +328,8 @@ impl candle_core::CustomOp2 for CosimOp {
         if !arg1.device().is_cpu() {
             return not_yet(" on this device");
         }
-        let (g1, g2) = match arg1.dtype() {
-            DType::F32 => self.cpu_bwd::<f32>(arg1, arg2, grad_res)?,
-            DType::F64 => self.cpu_bwd::<f64>(arg1, arg2, grad_res)?,
-            DType::F16 => self.cpu_bwd::<half::f16>(arg1, arg2, grad_res)?,
-            DType::BF16 => self.cpu_bwd::<half::bf16>(arg1, arg2, grad_res)?,
-            d => return Err(unsupported(d, self.name)),
-        };
+        let dtypes = (arg1.dtype(), arg2.dtype());
+        let (g1, g2) = by_dtype!(dtypes, self.name, T => self.cpu_bwd::<T>(arg1, arg2, grad_res))?;
         Ok((Some(g1), Some(g2)))
     }
 }
