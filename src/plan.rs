@@ -306,6 +306,13 @@ impl Plan {
         self.broadcast_shape.clone()
     }
 
+    /// Whether an input of `len` elements is dense in this plan: read by exactly one output
+    /// at exactly one step of the reduction, element for element (it is broadcast nowhere), so
+    /// its gradient is written once per element rather than summed.
+    pub fn reads_each_once(&self, len: usize) -> bool {
+        self.reduce.len > 0 && len == self.out_len() * self.reduce.len
+    }
+
     /// Number of output elements.
     pub fn out_len(&self) -> usize {
         self.out_shape.iter().product()

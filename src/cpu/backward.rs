@@ -217,7 +217,7 @@ pub(crate) fn gradient<T: Element>(
             put(own(o1, o2) + k * stride, term(o, k, o1, o2, &coefs[o]));
         });
     }
-    if red.len > 0 && len == coefs.len() * red.len {
+    if plan.reads_each_once(len) {
         // Dense: the plan's map (output, k) → element is one to one (no broadcast, so its
         // strides are a permutation of the input's own), so the blocks write disjoint
         // elements, and every element is written.

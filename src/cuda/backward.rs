@@ -118,14 +118,12 @@ impl Cuda {
         self.check_device("x1", x1)?;
         self.check_device("x2", x2)?;
         let (outputs, red) = (plan.out_len(), plan.reduce.len);
-        // Dense: every element of the input belongs to one output's vector, written once.
-        let dense = |len: usize| red > 0 && len == outputs * red;
         let mut g1 = self.alloc::<T>(plan.len1, "the gradient of x1")?;
         let mut g2 = self.alloc::<T>(plan.len2, "the gradient of x2")?;
         // Sums in the accumulator type (f32, or f64 for f64), as bytes.
         let acc = std::mem::size_of::<T::Acc>();
         let sums = |len: usize, what| -> Result<Option<CudaSlice<u8>>> {
-            if dense(len) || len == 0 {
+            if plan.reads_each_once(len) || len == 0 {
                 return Ok(None);
             }
             self.zeroed::<u8>(len * acc, what).map(Some)
@@ -142,24 +140,12 @@ impl Cuda {
             let p = backward_params(plan);
             let (p1, _a) = x1.device_ptr(s);
             let (p2, _b) = x2.device_ptr(s);
-            let (pg, _c) = grad.map_or((0, None), |g| {
-                let (p, guard) = g.device_ptr(s);
-                (p, Some(guard))
-            });
-            let (pw, _w) = grad_w.map_or((0, None), |g| {
-                let (p, guard) = g.device_ptr(s);
-                (p, Some(guard))
-            });
+            let (pg, _c) = optional_ptr(grad, s);
+            let (pw, _w) = optional_ptr(grad_w, s);
             let (pg1, _d) = g1.device_ptr(s);
             let (pg2, _e) = g2.device_ptr(s);
-            let (ps1, _f) = s1.as_ref().map_or((0, None), |x| {
-                let (p, g) = x.device_ptr(s);
-                (p, Some(g))
-            });
-            let (ps2, _g) = s2.as_ref().map_or((0, None), |x| {
-                let (p, g) = x.device_ptr(s);
-                (p, Some(g))
-            });
+            let (ps1, _f) = optional_ptr(s1.as_ref(), s);
+            let (ps2, _g) = optional_ptr(s2.as_ref(), s);
             let cfg = LaunchConfig {
                 grid_dim: (grid_for(outputs, self.sms), 1, 1),
                 block_dim: (BLOCK, 1, 1),
@@ -168,9 +154,10 @@ impl Cuda {
             // SAFETY: signature (cosim_along_params, const T* x1, const T* x2, const T* grad,
             // const T* grad_w, T* g1, T* g2, acc* sum1, acc* sum2). The plan was validated
             // against both input lengths, grad's (one per output, or null) and grad_w's (the
-            // weighted shape, reduce_len per output, or null); the kernel reads and writes inside x1/x2's extents (g1, g2
-            // and the sums have those lengths); a null sum pointer makes it write that gradient
-            // directly, which it does only for dense inputs (each element once).
+            // weighted shape: reduce_len per output, or null). The kernel reads and writes
+            // inside x1's and x2's extents, which g1, g2 and the sums have; a null sum pointer
+            // makes it write that gradient directly, which happens only for dense inputs
+            // (each element once).
             unsafe {
                 s.launch_builder(&f)
                     .arg(&p)
@@ -208,4 +195,16 @@ impl Cuda {
         }
         Ok((g1, g2))
     }
+}
+
+/// A device pointer for an optional buffer (null without one), and the guard that orders the
+/// buffer's use on `stream`.
+fn optional_ptr<'a, T, B: DevicePtr<T>>(
+    buf: Option<&'a B>,
+    stream: &'a cudarc::driver::CudaStream,
+) -> (u64, Option<cudarc::driver::SyncOnDrop<'a>>) {
+    buf.map_or((0, None), |b| {
+        let (p, guard) = b.device_ptr(stream);
+        (p, Some(guard))
+    })
 }

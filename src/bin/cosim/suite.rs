@@ -516,7 +516,7 @@ mod gpu {
                 // A broadcast input's gradient is summed in accumulator-type scratch.
                 Op::AlongBack(_) | Op::FlatBack(_) => [n1, n2]
                     .iter()
-                    .filter(|&&n| n != plan.out_len() * plan.reduce.len)
+                    .filter(|&&n| !plan.reads_each_once(n))
                     .map(|n| n * std::mem::size_of::<T::Acc>())
                     .sum(),
                 _ => cuda.scratch_bytes::<T>(&plan),
