@@ -21,10 +21,7 @@ pub struct Inputs<'a, T> {
 }
 
 /// An op's output buffer and shape.
-pub struct Output<T> {
-    pub values: CudaSlice<T>,
-    pub shape: Vec<usize>,
-}
+pub type Output<T> = crate::Similarity<CudaSlice<T>>;
 
 /// The handle for candle's stream of `device`. Its kernels are loaded once per stream and
 /// kept while candle's stream lives (the cache holds the stream weakly; the modules, and with
@@ -92,29 +89,17 @@ fn run<T: CandleElement>(
             shape2,
             dim,
             eps,
-        } => {
-            let s = cuda
-                .cosine_similarity(&io.a, shape1, &io.b, shape2, *dim, *eps)
-                .map_err(wrap)?;
-            Output {
-                values: s.values,
-                shape: s.shape,
-            }
-        }
+        } => cuda
+            .cosine_similarity(&io.a, shape1, &io.b, shape2, *dim, *eps)
+            .map_err(wrap)?,
         Kind::Channels {
             shape1,
             shape2,
             flatten_from,
             eps,
-        } => {
-            let s = cuda
-                .channel_similarity(&io.a, shape1, &io.b, shape2, *flatten_from, *eps)
-                .map_err(wrap)?;
-            Output {
-                values: s.values,
-                shape: s.shape,
-            }
-        }
+        } => cuda
+            .channel_similarity(&io.a, shape1, &io.b, shape2, *flatten_from, *eps)
+            .map_err(wrap)?,
         Kind::Reweight {
             shape1,
             shape2,
@@ -168,14 +153,10 @@ pub(crate) fn pair<T: CandleElement + PairElement>(
     io: Inputs<'_, T>,
 ) -> candle_core::Result<Output<T>> {
     let (a, b) = (&io.a, &io.b);
-    let similarity = |s: crate::Similarity<CudaSlice<T>>| Output {
-        values: s.values,
-        shape: s.shape,
-    };
     Ok(match what {
-        PairWhat::Matrix => similarity(cuda.pairwise_similarity(plan, a, b).map_err(wrap)?),
-        PairWhat::RowMean => similarity(cuda.pairwise_row_mean(plan, a, b).map_err(wrap)?),
-        PairWhat::Mean => similarity(cuda.pairwise_mean(plan, a, b).map_err(wrap)?),
+        PairWhat::Matrix => cuda.pairwise_similarity(plan, a, b).map_err(wrap)?,
+        PairWhat::RowMean => cuda.pairwise_row_mean(plan, a, b).map_err(wrap)?,
+        PairWhat::Mean => cuda.pairwise_mean(plan, a, b).map_err(wrap)?,
         PairWhat::TopK(_) | PairWhat::Argmax => {
             let t = match what {
                 PairWhat::TopK(k) => cuda.pairwise_top_k(plan, a, b, *k),
