@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Kernel families: one `.cu` file and one embedded fatbin each.
-const FAMILIES: &[&str] = &["along", "rows", "pairwise", "backward"];
+const FAMILIES: &[&str] = &["along", "rows", "pairwise", "backward", "pair_backward"];
 const GENCODE: &[&str] = &[
     "arch=compute_80,code=sm_80",
     "arch=compute_90,code=sm_90",

@@ -84,4 +84,22 @@ typedef struct cosim_pair_params {
     double eps;
 } cosim_pair_params;
 
+/* The gradient of one set of a pairwise problem ("mine": a's vectors for dA, b's for dB),
+ * before its projection step: W[v, k] = inv_mine[v] · Σ_j G[v, j] · inv_other[j] · other_j[k]
+ * for mine's vectors [prod.row0, prod.row0 + prod.rows) and batches [batch0, batch0 +
+ * gridDim.z). `prod` is that product as the forward's tile kernels read it: prod.a is G seen
+ * as vectors v with components j (rows of G for dA, its columns for dB), prod.b the other set
+ * seen as vectors k with components j, prod.d the other set's count. `w` is W's layout, which
+ * is mine's (batch_stride 0: one W summed over the batches, `accumulate` on the later ones). */
+typedef struct cosim_pair_grad_params {
+    cosim_pair_params prod;
+    cosim_pair_set w;
+    int64_t d;
+    int64_t inv_mine_batch;
+    int64_t inv_other_batch;
+    int64_t batch0;
+    int32_t accumulate;
+    int32_t _pad;
+} cosim_pair_grad_params;
+
 #endif

@@ -1,4 +1,4 @@
-// Tensor-core tiles for the pairwise product kernels (kernels/pairwise.cu, Precision::Fast).
+// Tensor-core tiles for the pairwise product kernels (kernels/tiles.cuh, Precision::Fast).
 #pragma once
 
 #include <mma.h>
@@ -56,10 +56,11 @@ __device__ __forceinline__ void store_slice_tc(S (*slice)[LD], int h, const floa
     }
 }
 
-template <typename T, bool AC, bool BC>
+template <typename T, bool AC, bool BC, bool SB = false>
 __device__ __forceinline__ void tile_dots_tc(const cosim_pair_params& p, const T* a, const T* b,
                                              int64_t row0, int64_t col0,
-                                             float (&acc)[TM][TN], unsigned char* raw) {
+                                             float (&acc)[TM][TN], unsigned char* raw,
+                                             const float* scale_b = nullptr) {
     namespace wmma = nvcuda::wmma;
     using S = typename Tc<T>::S;
     using F = typename Tc<T>::Frag;
@@ -79,7 +80,7 @@ __device__ __forceinline__ void tile_dots_tc(const cosim_pair_params& p, const T
 #pragma unroll
         for (int j = 0; j < 2; ++j) wmma::fill_fragment(c[i][j], 0.0f);
     SliceReader<T, AC> read_a(p.a, a, p.d, row0);
-    SliceReader<T, BC> read_b(p.b, b, p.d, col0);
+    SliceReader<T, BC, SB> read_b(p.b, b, p.d, col0, scale_b);
     float ra[NL][4], rb[NL][4];
 #pragma unroll
     for (int h = 0; h < NL; ++h) {

@@ -264,6 +264,16 @@ impl PairPlan {
         }
     }
 
+    /// The first set's shape, as given (its gradient's shape too).
+    pub fn a_shape(&self) -> &[usize] {
+        &self.a_shape
+    }
+
+    /// The second set's shape, as given.
+    pub fn b_shape(&self) -> &[usize] {
+        &self.b_shape
+    }
+
     /// Errors unless the two buffers hold what their shapes promise.
     pub fn check_inputs(&self, a_len: usize, b_len: usize) -> Result<()> {
         for (what, len, expected, shape) in [

@@ -10,8 +10,6 @@ use common::*;
 use cosim::cpu;
 use cosim::cuda::{Cuda, CudaElement};
 use cosim::{bf16, f16, Element};
-use rand::rngs::SmallRng;
-use rand::Rng;
 
 fn gpu() -> Cuda {
     Cuda::new(0).unwrap_or_else(|e| panic!("needs a CUDA device: {e}"))
@@ -32,19 +30,6 @@ fn assert_grads<T: Element>(what: &str, got: &[T], want: &[T]) {
         let ok = (g - w).abs() <= tol * scale || (g.is_nan() && w.is_nan());
         assert!(ok, "{what}: element {i}: cuda {g} vs cpu {w}");
     }
-}
-
-/// Values of magnitude 0.5..2, either sign. An input broadcast along the reduced dim repeats
-/// one value `v` along its vector, whose exact gradient is 0 (the cosine does not change with
-/// `v`'s size) and comes out as rounding residue of terms ~1/|v|: keeping |v| away from 0
-/// keeps that residue within the dtype's tolerance on both backends.
-fn away_from_zero<T: Element>(r: &mut SmallRng, n: usize) -> Vec<T> {
-    (0..n)
-        .map(|_| {
-            let v: f64 = r.random_range(0.5..2.0);
-            T::from_f64(if r.random_bool(0.5) { v } else { -v })
-        })
-        .collect()
 }
 
 fn battery<T: CudaElement>(seed: u64) -> Result<()> {

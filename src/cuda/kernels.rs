@@ -13,6 +13,7 @@ pub enum Family {
     Rows,
     Pairwise,
     Backward,
+    PairBackward,
 }
 
 #[cfg(cosim_kernels)]
@@ -22,6 +23,9 @@ fn image(family: Family) -> Option<&'static [u8]> {
         Family::Rows => include_bytes!(concat!(env!("OUT_DIR"), "/rows.fatbin")),
         Family::Pairwise => include_bytes!(concat!(env!("OUT_DIR"), "/pairwise.fatbin")),
         Family::Backward => include_bytes!(concat!(env!("OUT_DIR"), "/backward.fatbin")),
+        Family::PairBackward => {
+            include_bytes!(concat!(env!("OUT_DIR"), "/pair_backward.fatbin"))
+        }
     })
 }
 
@@ -71,6 +75,7 @@ impl Family {
             Family::Rows => "rows",
             Family::Pairwise => "pairwise",
             Family::Backward => "backward",
+            Family::PairBackward => "pair_backward",
         }
     }
 }
@@ -103,6 +108,7 @@ impl Kernels {
             Family::Rows,
             Family::Pairwise,
             Family::Backward,
+            Family::PairBackward,
         ] {
             let bytes = image(family).ok_or(Error::KernelsNotBuilt)?;
             let module = ctx

@@ -25,6 +25,7 @@
 mod backward;
 mod kernels;
 mod launch;
+mod pair_backward;
 mod pairwise;
 mod timing;
 #[rustfmt::skip]

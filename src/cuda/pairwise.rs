@@ -36,11 +36,11 @@ mod sealed {
 /// Most device memory the top-k lists take at once; larger problems run in row chunks.
 pub const TOPK_SCRATCH_BYTES: usize = 256 << 20;
 /// Rows and columns of one tile of the product kernels.
-const TILE: usize = 128;
+pub(super) const TILE: usize = 128;
 /// Threads per block of every pairwise kernel.
 const THREADS: u32 = 256;
 /// Largest grid y/z dimension.
-const GRID_YZ: usize = 65535;
+pub(super) const GRID_YZ: usize = 65535;
 
 // SAFETY: `#[repr(C)]` plain-integer/float structs mirrored by bindgen from kernels/params.h
 // (layout tests there), passed to kernels by value.
@@ -48,7 +48,7 @@ unsafe impl DeviceRepr for cosim_pair_params {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for cosim_pair_set {}
 
-fn cfg(grid: (u32, u32, u32)) -> LaunchConfig {
+pub(super) fn cfg(grid: (u32, u32, u32)) -> LaunchConfig {
     LaunchConfig {
         grid_dim: grid,
         block_dim: (THREADS, 1, 1),
@@ -56,7 +56,7 @@ fn cfg(grid: (u32, u32, u32)) -> LaunchConfig {
     }
 }
 
-fn tiles(n: usize) -> usize {
+pub(super) fn tiles(n: usize) -> usize {
     n.div_ceil(TILE)
 }
 
@@ -107,7 +107,7 @@ fn layouts(plan: &PairPlan) -> String {
 }
 
 /// A set's kernel description; `vec` when 4-element loads are aligned for every vector.
-fn set_params(
+pub(super) fn set_params(
     s: &SetStrides,
     count: usize,
     layout: Layout,
@@ -199,7 +199,7 @@ impl Cuda {
     }
 
     /// Inverse norms of both sets (one f32 per vector of each), on this stream.
-    fn inverse_norms<T: PairElement>(
+    pub(super) fn inverse_norms<T: PairElement>(
         &self,
         plan: &PairPlan,
         a: u64,
@@ -263,7 +263,7 @@ impl Cuda {
     }
 
     /// Checks the inputs against the plan and the device.
-    fn pair_inputs<T: PairElement>(
+    pub(super) fn pair_inputs<T: PairElement>(
         &self,
         plan: &PairPlan,
         a: &impl DevicePtr<T>,

@@ -156,3 +156,37 @@ const _: () = {
     ["Offset of field: cosim_pair_params::eps"]
         [::std::mem::offset_of!(cosim_pair_params, eps) - 120usize];
 };
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct cosim_pair_grad_params {
+    pub prod: cosim_pair_params,
+    pub w: cosim_pair_set,
+    pub d: i64,
+    pub inv_mine_batch: i64,
+    pub inv_other_batch: i64,
+    pub batch0: i64,
+    pub accumulate: i32,
+    pub _pad: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cosim_pair_grad_params"][::std::mem::size_of::<cosim_pair_grad_params>() - 208usize];
+    ["Alignment of cosim_pair_grad_params"]
+        [::std::mem::align_of::<cosim_pair_grad_params>() - 8usize];
+    ["Offset of field: cosim_pair_grad_params::prod"]
+        [::std::mem::offset_of!(cosim_pair_grad_params, prod) - 0usize];
+    ["Offset of field: cosim_pair_grad_params::w"]
+        [::std::mem::offset_of!(cosim_pair_grad_params, w) - 128usize];
+    ["Offset of field: cosim_pair_grad_params::d"]
+        [::std::mem::offset_of!(cosim_pair_grad_params, d) - 168usize];
+    ["Offset of field: cosim_pair_grad_params::inv_mine_batch"]
+        [::std::mem::offset_of!(cosim_pair_grad_params, inv_mine_batch) - 176usize];
+    ["Offset of field: cosim_pair_grad_params::inv_other_batch"]
+        [::std::mem::offset_of!(cosim_pair_grad_params, inv_other_batch) - 184usize];
+    ["Offset of field: cosim_pair_grad_params::batch0"]
+        [::std::mem::offset_of!(cosim_pair_grad_params, batch0) - 192usize];
+    ["Offset of field: cosim_pair_grad_params::accumulate"]
+        [::std::mem::offset_of!(cosim_pair_grad_params, accumulate) - 200usize];
+    ["Offset of field: cosim_pair_grad_params::_pad"]
+        [::std::mem::offset_of!(cosim_pair_grad_params, _pad) - 204usize];
+};

@@ -411,3 +411,16 @@ pub fn emulator_note(test: &str, what: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "cuda-emu note: {test}: {what}");
 }
+
+/// Values of magnitude 0.5..2, either sign, for gradient tests: where a gradient is exactly
+/// 0 (an input broadcast along the reduced dim, vectors of one component: the cosine does not
+/// change with the vector's size) it comes out as rounding residue of terms ~1/‖v‖, which
+/// stays within the dtype's tolerance when no vector is near 0.
+pub fn away_from_zero<T: Element>(r: &mut SmallRng, n: usize) -> Vec<T> {
+    (0..n)
+        .map(|_| {
+            let v: f64 = r.random_range(0.5..2.0);
+            T::from_f64(if r.random_bool(0.5) { v } else { -v })
+        })
+        .collect()
+}

@@ -3,7 +3,7 @@
 # tools/cuda-emu (the kernels of kernels/*.cu compiled as C++), puts it first on
 # LD_LIBRARY_PATH, and runs through cosim's own, unchanged code:
 #   1. `cosim info`, which must name the emulated device;
-#   2. tests/cuda.rs, tests/cuda_pairwise.rs and tests/cuda_backward.rs with --include-ignored, streams delayed at
+#   2. tests/cuda.rs, tests/cuda_pairwise.rs, tests/cuda_backward.rs and tests/cuda_pair_backward.rs with --include-ignored, streams delayed at
 #      random (COSIM_EMU_DELAY, µs) so that a missing wait shows as a wrong result;
 #   3. two devices, and a CUDA 12.4 driver that must refuse the kernels with a clear message;
 #   4. scripts/device-cli-check.py: `cosim --device cuda` against `--device cpu`, every
@@ -27,7 +27,7 @@ cosim=$root/target/release/cosim
 grep -q "cosim CUDA emulator" "$logs/info.log" || { echo "test.sh: cosim info does not show the emulated device" >&2; exit 1; }
 
 status=0
-for t in cuda cuda_pairwise cuda_backward; do
+for t in cuda cuda_pairwise cuda_backward cuda_pair_backward; do
   start=$SECONDS
   if ! cargo test "${profile[@]}" -q --test "$t" -- --include-ignored "$@" > "$logs/$t.log" 2>&1; then
     status=1
