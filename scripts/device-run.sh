@@ -38,7 +38,9 @@ if want sanitize; then
   SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   # Small cases that reach every kernel: binary, then test filters.
   for run in "test-cuda edge_cases kernel_variants::f16 reweighting::f32" \
-             "test-cuda_pairwise small_every_kernel"; do
+             "test-cuda_pairwise small_every_kernel" \
+             "test-cuda_backward edges" \
+             "test-cuda_pair_backward edges fast_mode"; do
     set -- $run
     bin=$1; shift
     for tool in memcheck racecheck; do

@@ -217,18 +217,55 @@ fn backward_on_cuda_tensors_matches_the_cpu() -> Result<()> {
         assert_close("dx", &on_gpu[0], &on_cpu[0], t)?;
         assert_close("dp", &on_gpu[1], &on_cpu[1], t)?;
     }
-    // The pairwise matrix refuses on CUDA tensors, with a clear message.
-    let x = Var::from_tensor(&randn(&[5, 4], DType::F32)?.to_device(&dev)?)?;
-    let s = cc::pairwise_similarity(x.as_tensor(), x.as_tensor())?;
-    let e = s
-        .sum_all()?
-        .backward()
-        .expect_err("no CUDA pairwise backward yet");
-    assert!(
-        e.to_string()
-            .contains("not differentiable yet on CUDA tensors"),
-        "{e}"
-    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn pairwise_backward_on_cuda_tensors_matches_the_cpu() -> Result<()> {
+    use candle_core::Var;
+    let dev = gpu()?;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let t = if dtype == DType::F32 { 2e-5 } else { 2e-2 };
+        let (a, b) = (randn(&[2, 37, 19], dtype)?, randn(&[41, 19], dtype)?);
+        let w = randn(&[2, 37, 41], dtype)?;
+        // A batched set against a shared one, and b read as [D, M] columns (a transposed
+        // view, read in place in the other layout).
+        let run = |on: &Device, cols: bool| -> Result<Vec<Tensor>> {
+            let (va, vb) = (
+                Var::from_tensor(&a.to_device(on)?)?,
+                Var::from_tensor(&b.to_device(on)?)?,
+            );
+            let s = if cols {
+                Pairwise::new(Layout::Rows, Layout::Cols)
+                    .similarity(va.as_tensor(), &vb.as_tensor().t()?)?
+            } else {
+                cc::pairwise_similarity(va.as_tensor(), vb.as_tensor())?
+            };
+            let g = (s * w.to_device(on)?)?.sum_all()?.backward()?;
+            let get = |v: &Var| {
+                g.get(v.as_tensor())
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("no gradient"))
+            };
+            Ok(vec![get(&va)?, get(&vb)?])
+        };
+        for cols in [false, true] {
+            let (on_gpu, on_cpu) = (run(&dev, cols)?, run(&Device::Cpu, cols)?);
+            assert_close(
+                &format!("{dtype:?} cols {cols} da"),
+                &on_gpu[0],
+                &on_cpu[0],
+                t,
+            )?;
+            assert_close(
+                &format!("{dtype:?} cols {cols} db"),
+                &on_gpu[1],
+                &on_cpu[1],
+                t,
+            )?;
+        }
+    }
     Ok(())
 }
 

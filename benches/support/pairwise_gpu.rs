@@ -161,6 +161,111 @@ where
     Ok(())
 }
 
+/// cuBLAS computing the two products of the matrix's gradient (row-major): `PA[N][D] =
+/// G[N][M] · B[M][D]` and `PB[M][D] = G[N][M]ᵀ · A[N][D]`, what our backward does with the
+/// inverse norms folded in.
+#[allow(clippy::too_many_arguments)]
+fn cublas_grads<T>(
+    blas: &CudaBlas,
+    (n, m, d): (usize, usize, usize),
+    a: &CudaSlice<T>,
+    b: &CudaSlice<T>,
+    g: &CudaSlice<T>,
+    pa: &mut CudaSlice<T>,
+    pb: &mut CudaSlice<T>,
+) -> anyhow::Result<()>
+where
+    CudaBlas: Gemm<T>,
+    T: Element,
+{
+    let cfg = |transb, rows: usize, k: usize, ldb: usize| GemmConfig {
+        transa: blas_sys::cublasOperation_t::CUBLAS_OP_N,
+        transb,
+        m: d as i32,
+        n: rows as i32,
+        k: k as i32,
+        alpha: T::from_f64(1.0),
+        lda: d as i32,
+        ldb: ldb as i32,
+        beta: T::from_f64(0.0),
+        ldc: d as i32,
+    };
+    // SAFETY: column-major views of the row-major buffers: PAᵀ (D×N, ld D) = Bᵀ (D×M, ld D) ·
+    // Gᵀ (M×N, ld M); PBᵀ (D×M, ld D) = Aᵀ (D×N, ld D) · G (N×M: Gᵀ's memory, M×N with ld M,
+    // transposed). Every buffer holds exactly its size.
+    unsafe {
+        blas.gemm(
+            cfg(blas_sys::cublasOperation_t::CUBLAS_OP_N, n, m, m),
+            b,
+            g,
+            pa,
+        )?;
+        blas.gemm(
+            cfg(blas_sys::cublasOperation_t::CUBLAS_OP_T, m, n, m),
+            a,
+            g,
+            pb,
+        )?;
+    }
+    Ok(())
+}
+
+/// The matrix's gradient, ours against cuBLAS's two products on the same shapes.
+fn backward_cases(r: &mut Report, cuda: &Cuda, blas: &CudaBlas) -> anyhow::Result<()> {
+    let (n, d) = (16384usize, 768usize);
+    let flops = 2.0 * 2.0 * (n * n * d) as f64;
+    let plan = PairPlan::new(&[n, d], Layout::Rows, &[n, d], Layout::Rows)?;
+    let fast = plan.clone().precision(Precision::Fast);
+    let case = "backward 16384×16384×768";
+    fn run<T: PairElement>(
+        r: &mut Report,
+        cuda: &Cuda,
+        blas: &CudaBlas,
+        plans: &[(&PairPlan, String, &str, bool)],
+        (n, d, flops): (usize, usize, f64),
+    ) -> anyhow::Result<()>
+    where
+        CudaBlas: Gemm<T>,
+    {
+        let a = random::<T>(cuda, n * d, 21)?;
+        let b = random::<T>(cuda, n * d, 22)?;
+        let g = random::<T>(cuda, n * n, 23)?;
+        let (mut ga, mut gb) = (random::<T>(cuda, n * d, 0)?, random::<T>(cuda, n * d, 0)?);
+        for (plan, name, reference, tf32) in plans {
+            set_math(blas, *tf32)?;
+            let blas_ms = time(cuda, 5, || {
+                cublas_grads(blas, (n, n, d), &a, &b, &g, &mut ga, &mut gb)
+            })?;
+            set_math(blas, false)?;
+            let ms = time(cuda, 5, || {
+                Ok(cuda.pairwise_similarity_backward_into(plan, &mut ga, &mut gb, &a, &b, &g)?)
+            })?;
+            // Inverse norms, and for the half types one f32 W of the larger set.
+            let w = if T::NAME == "f32" { 0 } else { 4 * n * d };
+            let extra = 4 * (plan.a_vectors() + plan.b_vectors()) + w;
+            r.add(name, T::NAME, ms, flops, extra, reference, blas_ms);
+        }
+        Ok(())
+    }
+    run::<f32>(
+        r,
+        cuda,
+        blas,
+        &[
+            (&plan, case.to_string(), "cuBLAS SGEMM ×2", false),
+            (&fast, format!("{case} fast"), "cuBLAS TF32 GEMM ×2", true),
+        ],
+        (n, d, flops),
+    )?;
+    run::<bf16>(
+        r,
+        cuda,
+        blas,
+        &[(&fast, format!("{case} fast"), "cuBLAS bf16 GEMM ×2", false)],
+        (n, d, flops),
+    )
+}
+
 fn set_math(blas: &CudaBlas, tf32: bool) -> anyhow::Result<()> {
     let mode = if tf32 {
         blas_sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH
@@ -282,6 +387,8 @@ pub fn section() -> anyhow::Result<Vec<GpuRow>> {
             TORCH_TOP10_MS[2],
         )?;
     }
+
+    backward_cases(&mut r, &cuda, &blas)?;
 
     // Retrieval: top-10 of 1024 queries among a million keys, 1024 × 1048576 × 768. Eight
     // blocks of rows: the columns are split into segments to fill the GPU. The reference is

@@ -217,6 +217,16 @@ macro_rules! pair_backend {
             ) -> candle_core::Result<Output<Self>> {
                 pair::<$t>(cuda, plan, what, io)
             }
+
+            fn pair_backward(
+                cuda: &Cuda,
+                plan: &PairPlan,
+                a: &CudaView<'_, Self>,
+                b: &CudaView<'_, Self>,
+                grad: &CudaView<'_, Self>,
+            ) -> candle_core::Result<(CudaSlice<Self>, CudaSlice<Self>)> {
+                cuda.pairwise_similarity_backward(plan, a, b, grad).map_err(wrap)
+            }
         }
     )*};
 }
@@ -234,10 +244,25 @@ impl super::op::Backend for f64 {
             io.op.name
         )))
     }
+
+    fn pair_backward(
+        _: &Cuda,
+        _: &PairPlan,
+        _: &CudaView<'_, Self>,
+        _: &CudaView<'_, Self>,
+        _: &CudaView<'_, Self>,
+    ) -> candle_core::Result<(CudaSlice<Self>, CudaSlice<Self>)> {
+        Err(candle_core::Error::Msg(
+            "cosim: the pairwise gradients on CUDA take f32, f16 or bf16 tensors (f64 runs on \
+             the CPU)"
+                .into(),
+        ))
+    }
 }
 
-/// `CustomOp2::bwd` of the along, per-channel and reweighting ops on CUDA tensors, through
-/// [`Cuda::cosine_similarity_backward`] and its twins on candle's stream. The inputs are read at
+/// `CustomOp2::bwd` on CUDA tensors: the along, per-channel and reweighting ops through
+/// [`Cuda::cosine_similarity_backward`] and its twins, the pairwise matrix through
+/// [`Cuda::pairwise_similarity_backward`], on candle's stream. The inputs are read at
 /// their logical shapes (`contiguous()`: a broadcast view is expanded on the device, and its
 /// gradient comes back at its logical shape for candle to sum).
 pub(crate) fn backward(
@@ -276,6 +301,11 @@ fn backward_t<T: CandleElement>(
     let va = input::<T>(sa, la, a.elem_count())?;
     let vb = input::<T>(sb, lb, b.elem_count())?;
     let vg = input::<T>(sg, lg, g.elem_count())?;
+    let tensor = |g: CudaSlice<T>, dims: &[usize]| {
+        let storage = Storage::Cuda(T::wrap_cuda_slice(g, device.clone()));
+        Tensor::from_storage(storage, dims, candle_core::op::BackpropOp::none(), false)
+    };
+    let pair_tensors = |(g1, g2)| Ok((tensor(g1, a.dims()), tensor(g2, b.dims())));
     let (g1, g2) = match &op.kind {
         Kind::Along { dim, eps, .. } => {
             cuda.cosine_similarity_backward(&va, a.dims(), &vb, b.dims(), *dim, *eps, &vg)
@@ -304,18 +334,12 @@ fn backward_t<T: CandleElement>(
                 Some(&gs),
             )
         }
-        _ => {
-            return Err(candle_core::Error::Msg(format!(
-                "{} is not differentiable yet on CUDA tensors (its CUDA backward is still to \
-                 come): detach its inputs, or train through candle's composed ops",
-                op.name
-            )))
+        Kind::Pair { plan, declared, .. } => {
+            // The matrix (bwd refuses the other pairwise results before this).
+            let logical = super::op::logical_plan(plan, *declared, a.dims(), b.dims())?;
+            return pair_tensors(T::pair_backward(&cuda, &logical, &va, &vb, &vg)?);
         }
     }
     .map_err(wrap)?;
-    let tensor = |g: CudaSlice<T>, dims: &[usize]| {
-        let storage = Storage::Cuda(T::wrap_cuda_slice(g, device.clone()));
-        Tensor::from_storage(storage, dims, candle_core::op::BackpropOp::none(), false)
-    };
-    Ok((tensor(g1, a.dims()), tensor(g2, b.dims())))
+    pair_tensors((g1, g2))
 }

@@ -16,11 +16,12 @@
 //! - **Graphs**: every op is a candle `CustomOp2`, so it sits in a graph like candle's own
 //!   ops. `backward()` through [`cosine_similarity`], [`channel_similarity`] and
 //!   [`reweight_channels`] gives cosim's gradients on CPU and CUDA tensors
-//!   ([`crate::cpu::cosine_similarity_backward`] and its twins), through the pairwise matrix
-//!   ([`pairwise_similarity`], [`Pairwise::similarity`]) on CPU tensors; through the pairwise
-//!   reductions (top-k, argmax, means, set scores), and the matrix on CUDA tensors, it returns
-//!   an error that says it is not differentiable yet, never a zero gradient. Top-k and argmax
-//!   indices are plain u32 tensors.
+//!   ([`crate::cpu::cosine_similarity_backward`] and its twins), and through the pairwise
+//!   matrix ([`pairwise_similarity`], [`Pairwise::similarity`]; on CUDA in the plan's
+//!   precision, [`crate::cuda::Cuda::pairwise_similarity_backward`]); through the pairwise
+//!   reductions (top-k, argmax, means, set scores) it returns an error that says it is not
+//!   differentiable yet, never a zero gradient. Top-k and argmax indices are plain u32
+//!   tensors.
 //! - **Errors** are candle errors carrying cosim's message.
 //!
 //! ```

@@ -101,6 +101,18 @@ mod backend {
             what: &super::PairWhat,
             io: crate::candle::cuda::Inputs<'_, Self>,
         ) -> candle_core::Result<crate::candle::cuda::Output<Self>>;
+
+        /// The pairwise matrix's gradients `(ga, gb)` for `plan` (the sets' logical shapes).
+        fn pair_backward(
+            cuda: &crate::cuda::Cuda,
+            plan: &crate::pairwise::PairPlan,
+            a: &cudarc::driver::CudaView<'_, Self>,
+            b: &cudarc::driver::CudaView<'_, Self>,
+            grad: &cudarc::driver::CudaView<'_, Self>,
+        ) -> candle_core::Result<(
+            cudarc::driver::CudaSlice<Self>,
+            cudarc::driver::CudaSlice<Self>,
+        )>;
     }
 }
 
@@ -314,9 +326,6 @@ impl candle_core::CustomOp2 for CosimOp {
             return not_yet("");
         }
         if arg1.device().is_cuda() {
-            if matches!(self.kind, Kind::Pair { .. }) {
-                return not_yet(" on CUDA tensors");
-            }
             #[cfg(feature = "candle-cuda")]
             {
                 let (g1, g2) = super::cuda::backward(self, arg1, arg2, grad_res)?;
@@ -366,11 +375,8 @@ impl CosimOp {
                 cpu::reweight_channels_backward(&x1, s1, &x2, s2, *flatten_from, *eps, gw, Some(gs))
             }
             Kind::Pair { plan, declared, .. } => {
-                // The matrix (the other pairwise results refused above), at the tensors' own
-                // shapes and declared layouts.
-                let logical = crate::pairwise::PairPlan::new(s1, declared.0, s2, declared.1)
-                    .and_then(|p| p.eps(Some(plan.eps)))
-                    .map_err(wrap)?;
+                // The matrix (the other pairwise results refused above).
+                let logical = logical_plan(plan, *declared, s1, s2)?;
                 cpu::pairwise_similarity_backward(&logical, &x1, &x2, &g)
             }
         }
@@ -381,4 +387,18 @@ impl CosimOp {
             Tensor::from_vec(g2, s2, device)?,
         ))
     }
+}
+
+/// The plan of a pairwise op's backward: the tensors' own (logical, contiguous) shapes in
+/// their declared layouts, with the forward's eps and precision.
+pub(crate) fn logical_plan(
+    plan: &crate::pairwise::PairPlan,
+    declared: (crate::pairwise::Layout, crate::pairwise::Layout),
+    s1: &[usize],
+    s2: &[usize],
+) -> candle_core::Result<crate::pairwise::PairPlan> {
+    crate::pairwise::PairPlan::new(s1, declared.0, s2, declared.1)
+        .and_then(|p| p.eps(Some(plan.eps)))
+        .map(|p| p.precision(plan.precision))
+        .map_err(wrap)
 }
