@@ -220,3 +220,62 @@ fn reweight_matches_the_cpu() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn into_forms_write_every_element_and_refuse_wrong_outputs() -> Result<()> {
+    let cuda = gpu();
+    let mut r = rng(7);
+    // Dense inputs (written directly) and a broadcast prototype (summed, then cast), into
+    // poisoned buffers.
+    let (sx, sp) = (vec![3usize, 8, 5, 7], vec![1usize, 8, 1, 1]);
+    let x: Vec<f32> = away_from_zero(&mut r, sx.iter().product());
+    let p: Vec<f32> = away_from_zero(&mut r, sp.iter().product());
+    let (dx, dp) = (cuda.upload(&x)?, cuda.upload(&p)?);
+    let out = cpu::cosine_similarity(&x, &sx, &p, &sp, 1, None)?;
+    let grad: Vec<f32> = random_vec(&mut r, out.values.len());
+    let dg = cuda.upload(&grad)?;
+    let (w1, w2) = cpu::cosine_similarity_backward(&x, &sx, &p, &sp, 1, None, &grad)?;
+    let mut g1 = cuda.upload(&poisoned::<f32>(x.len(), f64::NAN))?;
+    let mut g2 = cuda.upload(&poisoned::<f32>(p.len(), f64::NAN))?;
+    cuda.cosine_similarity_backward_into(&mut g1, &mut g2, &dx, &sx, &dp, &sp, 1, None, &dg)?;
+    assert_grads("into g1", &cuda.download(&g1)?, &w1);
+    assert_grads("into g2", &cuda.download(&g2)?, &w2);
+    let (w1, w2) = cpu::channel_similarity_backward(&x, &sx, &x, &sx, 2, None, &grad[..24])?;
+    let mut g2 = cuda.upload(&poisoned::<f32>(x.len(), f64::NAN))?;
+    let dgc = cuda.upload(&grad[..24])?;
+    cuda.channel_similarity_backward_into(&mut g1, &mut g2, &dx, &sx, &dx, &sx, 2, None, &dgc)?;
+    assert_grads("channels into g1", &cuda.download(&g1)?, &w1);
+    assert_grads("channels into g2", &cuda.download(&g2)?, &w2);
+    let fwd = cpu::reweight_channels(&x, &sx, &x, &sx, 2, None)?;
+    let gw: Vec<f32> = random_vec(&mut r, fwd.weighted.len());
+    let (w1, w2) = cpu::reweight_channels_backward(&x, &sx, &x, &sx, 2, None, &gw, None)?;
+    let mut gx = cuda.upload(&poisoned::<f32>(x.len(), f64::NAN))?;
+    cuda.reweight_channels_backward_into(
+        &mut gx,
+        &mut g2,
+        &dx,
+        &sx,
+        &dx,
+        &sx,
+        2,
+        None,
+        &cuda.upload(&gw)?,
+        None::<&cosim::cudarc::driver::CudaSlice<f32>>,
+    )?;
+    assert_grads("reweight into gx", &cuda.download(&gx)?, &w1);
+    assert_grads("reweight into gy", &cuda.download(&g2)?, &w2);
+    // An output of the wrong length: refused, nothing written.
+    let mut short = cuda.upload(&[5.0f32; 7])?;
+    let mut g1 = cuda.upload(&poisoned::<f32>(x.len(), 9.0))?;
+    let e = cuda
+        .cosine_similarity_backward_into(&mut g1, &mut short, &dx, &sx, &dp, &sp, 1, None, &dg)
+        .unwrap_err();
+    assert!(
+        matches!(e, cosim::Error::OutLenMismatch { what: "g2", .. }),
+        "{e}"
+    );
+    assert_eq!(cuda.download(&g1)?, vec![9.0f32; x.len()]);
+    assert_eq!(cuda.download(&short)?, vec![5.0f32; 7]);
+    Ok(())
+}
