@@ -499,7 +499,8 @@ fn weighted_mean<A: Accum, T: Element>(x: &[A], w: Option<&[T]>) -> f64 {
 /// 0 (its row of the matrix is 0); NaN in gives NaN out; a set shared by every batch gets the
 /// sum over the batches. No normalised copies and no copy of `grad`: the inverse norms are
 /// the extra memory. Exact in the accumulator type ([`crate::pairwise::Precision`] is
-/// ignored, as in the forward); O(B·N·M·D) in parallel loops, not yet tiled for GEMM speed.
+/// ignored, as in the forward); two GEMM-shaped passes through `matrixmultiply`, as the
+/// forward (src/cpu/pairwise/backward.rs).
 ///
 /// # Errors
 /// As [`pairwise_similarity`], and [`Error::OutLenMismatch`] if `grad` is not shaped like the
