@@ -24,17 +24,22 @@ template <typename T, bool GC, bool YC, bool TC>
 __device__ void pair_grad(const cosim_pair_grad_params& q, const T* g, const T* y,
                           const float* inv_other, const float* inv_mine, float* w) {
     __shared__ __align__(128) unsigned char raw[tile_smem<T>()];
-    const cosim_pair_params& p = q.prod;
-    const int64_t bb = q.batch0 + blockIdx.z;
+    // This block's batch and span of the reduced components [j0, j0 + p.d).
+    const int64_t split = blockIdx.z % q.splits;
+    const int64_t bb = q.batch0 + blockIdx.z / q.splits;
+    const int64_t j0 = split * q.span;
+    cosim_pair_params p = q.prod;
+    p.d = min(q.span, q.prod.d - j0);
     const int64_t row0 = p.row0 + (int64_t)blockIdx.y * BM, col0 = (int64_t)blockIdx.x * BN;
     float acc[TM][TN];
-    dots<T, GC, YC, TC, true>(p, g + bb * p.a.batch_stride, y + bb * p.b.batch_stride, row0, col0,
-                              acc, raw, inv_other + bb * q.inv_other_batch);
+    dots<T, GC, YC, TC, true>(p, g + bb * p.a.batch_stride + j0 * p.a.comp_stride,
+                              y + bb * p.b.batch_stride + j0 * p.b.comp_stride, row0, col0, acc,
+                              raw, inv_other + bb * q.inv_other_batch + j0);
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int64_t end = p.row0 + p.rows;
     const int64_t own = q.w.batch_stride != 0 ? bb : 0;
     const float* im = inv_mine + own * q.inv_mine_batch;
-    float* wb = w + own * q.w.batch_stride;
+    float* wb = w + split * q.split_stride + own * q.w.batch_stride;
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const int64_t v = row0 + ty * TM + i;
@@ -58,12 +63,21 @@ __device__ __forceinline__ bool clamped(float ia, float eps) {
     return ia == 0.0f || ia * eps >= 1.0f;
 }
 
+// W at offset o: the sum of the `splits` partials `stride` apart.
+__device__ __forceinline__ float w_at(const float* w, int64_t o, int64_t splits, int64_t stride) {
+    float r = w[o];
+    for (int64_t s = 1; s < splits; ++s) r += w[o + s * stride];
+    return r;
+}
+
 // out_v = W_v − ia_v² · ⟨x_v, W_v⟩ · x_v (W_v where ia_v is clamped; NaN where x_v has a NaN)
 // for every vector of the `batches` batches mine owns: a warp per vector for rows, a thread
-// per vector for columns (coalesced either way). `out` may be `w` itself (f32).
+// per vector for columns (coalesced either way). W is the sum of `splits` partials `stride`
+// apart; `out` may be `w` itself (f32, one split).
 template <typename T>
 __device__ void pair_grad_project(cosim_pair_set s, int64_t d, int64_t batches, double eps,
-                                  const T* x, const float* inv, const float* w, T* out) {
+                                  const T* x, const float* inv, const float* w, int64_t splits,
+                                  int64_t stride, T* out) {
     const int64_t total = batches * s.count;
     const int64_t gtid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     const int64_t gstride = (int64_t)gridDim.x * blockDim.x;
@@ -77,7 +91,7 @@ __device__ void pair_grad_project(cosim_pair_set s, int64_t d, int64_t batches, 
             bool nan = false;
             for (int64_t k = lane; k < d; k += 32) {
                 const float xk = to_acc(x[base + k]);
-                dot = fmaf(xk, w[base + k], dot);
+                dot = fmaf(xk, w_at(w, base + k, splits, stride), dot);
                 nan |= isnan(xk);
             }
             for (int o = 16; o > 0; o /= 2) dot += __shfl_xor_sync(FULL, dot, o);
@@ -85,7 +99,7 @@ __device__ void pair_grad_project(cosim_pair_set s, int64_t d, int64_t batches, 
             const float ia = inv[v];
             const float c = clamped(ia, e) ? 0.0f : ia * ia * dot;
             for (int64_t k = lane; k < d; k += 32) {
-                const float r = nan ? qnan : w[base + k] - c * to_acc(x[base + k]);
+                const float r = nan ? qnan : w_at(w, base + k, splits, stride) - c * to_acc(x[base + k]);
                 out[base + k] = from_acc<T>(r);
             }
         }
@@ -96,14 +110,14 @@ __device__ void pair_grad_project(cosim_pair_set s, int64_t d, int64_t batches, 
             bool nan = false;
             for (int64_t k = 0; k < d; ++k) {
                 const float xk = to_acc(x[base + k * s.comp_stride]);
-                dot = fmaf(xk, w[base + k * s.comp_stride], dot);
+                dot = fmaf(xk, w_at(w, base + k * s.comp_stride, splits, stride), dot);
                 nan |= isnan(xk);
             }
             const float ia = inv[v];
             const float c = clamped(ia, e) ? 0.0f : ia * ia * dot;
             for (int64_t k = 0; k < d; ++k) {
                 const int64_t o = base + k * s.comp_stride;
-                out[o] = from_acc<T>(nan ? qnan : w[o] - c * to_acc(x[o]));
+                out[o] = from_acc<T>(nan ? qnan : w_at(w, o, splits, stride) - c * to_acc(x[o]));
             }
         }
     }
@@ -142,8 +156,8 @@ using namespace cosim::pair;
     PAIR_GRAD_TC(T, NAME)                                                                      \
     extern "C" __global__ void cosim_pair_grad_project_##NAME(                                 \
         cosim_pair_set s, int64_t d, int64_t batches, double eps, const T* x, const float* inv, \
-        const float* w, T* out) {                                                              \
-        pair_grad_project<T>(s, d, batches, eps, x, inv, w, out);                              \
+        const float* w, int64_t splits, int64_t stride, T* out) {                              \
+        pair_grad_project<T>(s, d, batches, eps, x, inv, w, splits, stride, out);              \
     }
 
 PAIR_GRAD_KERNELS(float, f32)

@@ -90,7 +90,10 @@ typedef struct cosim_pair_params {
  * gridDim.z). `prod` is that product as the forward's tile kernels read it: prod.a is G seen
  * as vectors v with components j (rows of G for dA, its columns for dB), prod.b the other set
  * seen as vectors k with components j, prod.d the other set's count. `w` is W's layout, which
- * is mine's (batch_stride 0: one W summed over the batches, `accumulate` on the later ones). */
+ * is mine's (batch_stride 0: one W summed over the batches, `accumulate` on the later ones).
+ * With `splits` > 1 the sum over j is cut into spans of `span` components: grid z is then
+ * batches × splits, and split s writes its partial W at w + s·split_stride (the projection
+ * kernel adds the partials), so that few long products still fill the GPU. */
 typedef struct cosim_pair_grad_params {
     cosim_pair_params prod;
     cosim_pair_set w;
@@ -98,6 +101,9 @@ typedef struct cosim_pair_grad_params {
     int64_t inv_mine_batch;
     int64_t inv_other_batch;
     int64_t batch0;
+    int64_t splits;
+    int64_t span;
+    int64_t split_stride;
     int32_t accumulate;
     int32_t _pad;
 } cosim_pair_grad_params;

@@ -1,6 +1,6 @@
 //! The CUDA gradient of the pairwise matrix against the CPU gradient (tests/backward_cpu.rs
 //! checks that one against finite differences): both layouts, batched and shared sets, sizes
-//! 1, 3, 127 and 1000 in each of N, M, D and past one tile, every dtype, misaligned views,
+//! 1, 3, 127 and 1000 in each of N, M, D and past one tile, long sums split into spans, every dtype, misaligned views,
 //! tensor cores within their error, the edges, bad input. Outputs are poisoned before each
 //! call. Needs a GPU (or the emulated driver: tools/cuda-emu/test.sh).
 
@@ -105,6 +105,9 @@ fn battery<T: PairElement>(cuda: &Cuda, seed: u64) -> Result<()> {
         (1000, 3, 3),
         (3, 3, 1000),
         (130, 129, 131),
+        // Long sums over few tiles: the products split them into spans (4 here).
+        (5, 9000, 6),
+        (9000, 5, 6),
     ];
     let mut case = 0;
     for &(ba, bb) in &batches {

@@ -497,8 +497,9 @@ fn weighted_mean<A: Accum, T: Element>(x: &[A], w: Option<&[T]>) -> f64 {
 /// `dA_i = ia_i · (g_i − ⟨â_i, g_i⟩ · â_i)` with `g_i = Σ_j G_ij · ib_j · b_j` and the
 /// symmetric form for B. A norm clamped to eps is a constant; a zero vector with eps = 0 gets
 /// 0 (its row of the matrix is 0); NaN in gives NaN out; a set shared by every batch gets the
-/// sum over the batches. No normalised copies and no copy of `grad`: the inverse norms are
-/// the extra memory. Exact in the accumulator type ([`crate::pairwise::Precision`] is
+/// sum over the batches. No normalised copies and no copy of `grad`; extra memory: the
+/// inverse norms, a 4 MiB tile of `grad` per thread, and for a set in columns or of f16/bf16
+/// one accumulator-typed buffer the size of its gradient. Exact in the accumulator type ([`crate::pairwise::Precision`] is
 /// ignored, as in the forward); two GEMM-shaped passes through `matrixmultiply`, as the
 /// forward (src/cpu/pairwise/backward.rs).
 ///

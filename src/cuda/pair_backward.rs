@@ -8,7 +8,10 @@
 //!
 //! Extra device memory: the inverse norms (4 bytes per vector of each set) and, for f16 and
 //! bf16, one f32 `W` the size of the larger set (reused for both); f32 gradients are
-//! computed in place.
+//! computed in place. A product whose tiles do not fill the GPU (few vectors in one set,
+//! many in the other) splits its long sum into up to 32 spans whose partial Ws (f32, each the
+//! size of the short set; 256 MiB at most) are added by the projection: deterministic, no
+//! atomics.
 
 use super::kernels::Family;
 use super::launch::grid_for;
@@ -18,6 +21,13 @@ use super::Cuda;
 use crate::error::{Error, Result};
 use crate::pairwise::{Layout, PairPlan, SetStrides};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
+
+/// Fewest reduced components one span of a split product sums.
+const SPLIT_MIN: usize = 2048;
+/// Most spans a product splits into (each is a partial W in scratch).
+const MAX_SPLITS: usize = 32;
+/// Most scratch bytes the partial Ws of a split product take.
+const SPLIT_SCRATCH_BYTES: usize = 256 << 20;
 
 // SAFETY: `#[repr(C)]` plain-integer/float struct mirrored by bindgen from kernels/params.h
 // (layout tests there), passed to kernels by value.
@@ -139,19 +149,35 @@ impl Cuda {
         let (inv_a, inv_b) = self.inverse_norms::<T>(plan, pa, pb)?;
         let (pia, _ia) = inv_a.device_ptr(s);
         let (pib, _ib) = inv_b.device_ptr(s);
-        // f32 gradients hold their own W; the half types share one f32 W.
+        let sides = [
+            (Side::of_a(plan), la, pa, pb, pia, pib, pga),
+            (Side::of_b(plan), lb, pb, pa, pib, pia, pgb),
+        ];
+        // f32 gradients of one split hold their own W; otherwise the sides share one f32
+        // scratch for W's partials.
         let half = std::mem::size_of::<T>() != 4;
-        let scratch: Option<CudaSlice<f32>> = if half {
-            Some(self.alloc::<f32>(la.max(lb), "the f32 partial gradient (W)")?)
+        let splits = sides
+            .each_ref()
+            .map(|(side, ..)| self.grad_splits(plan, side));
+        let scratch_len = sides
+            .iter()
+            .zip(splits)
+            .map(|((_, len, ..), sp)| if half || sp > 1 { sp * len } else { 0 })
+            .max()
+            .unwrap_or(0);
+        let scratch: Option<CudaSlice<f32>> = if scratch_len > 0 {
+            Some(self.alloc::<f32>(scratch_len, "the f32 partial gradients (W)")?)
         } else {
             None
         };
         let pw = scratch.as_ref().map(|w| w.device_ptr(s));
-        for (side, mine, other, inv_mine, inv_other, out) in [
-            (Side::of_a(plan), pa, pb, pia, pib, pga),
-            (Side::of_b(plan), pb, pa, pib, pia, pgb),
-        ] {
-            let w = pw.as_ref().map_or(out, |(p, _)| *p);
+        for ((side, len, mine, other, inv_mine, inv_other, out), sp) in
+            sides.into_iter().zip(splits)
+        {
+            let w = match &pw {
+                Some((p, _)) if half || sp > 1 => *p,
+                _ => out,
+            };
             let ptr = Ptrs {
                 grad: pg,
                 mine,
@@ -161,7 +187,7 @@ impl Cuda {
                 w,
                 out,
             };
-            self.grad_side::<T>(plan, &side, ptr)?;
+            self.grad_side::<T>(plan, &side, ptr, (sp, len))?;
         }
         Ok(())
     }
@@ -188,8 +214,23 @@ impl Cuda {
         Ok(())
     }
 
-    /// One set's gradient: W by the product kernel, then the projection, into `ptr.out`.
-    fn grad_side<T: PairElement>(&self, plan: &PairPlan, side: &Side, ptr: Ptrs) -> Result<()> {
+    /// Into how many spans a side's product splits its sum ([`split_count`]).
+    fn grad_splits(&self, plan: &PairPlan, side: &Side) -> usize {
+        let (mine, count, _) = side.mine;
+        let batches = if mine.batch == 0 { 1 } else { plan.batch };
+        let blocks = tiles(plan.d) * tiles(count) * batches;
+        split_count(blocks, side.other.1, batches * count * plan.d, self.sms)
+    }
+
+    /// One set's gradient: W by the product kernel (its sum cut into `splits` spans, the
+    /// partials `stride` apart), then the projection, into `ptr.out`.
+    fn grad_side<T: PairElement>(
+        &self,
+        plan: &PairPlan,
+        side: &Side,
+        ptr: Ptrs,
+        (splits, stride): (usize, usize),
+    ) -> Result<()> {
         let (mine, count, layout) = side.mine;
         let (other, other_count, other_layout) = side.other;
         let d = plan.d;
@@ -234,6 +275,9 @@ impl Cuda {
             .function(Family::PairBackward, &side.kernel(plan, T::NAME))?;
         let shared = mine.batch == 0;
         let own = if shared { 1 } else { plan.batch };
+        // Spans of whole tiles (so that every span's loads stay aligned), and their count.
+        let span = other_count.div_ceil(splits).next_multiple_of(TILE);
+        let splits = other_count.div_ceil(span).max(1);
         let params =
             |batch0: usize, row0: usize, rows: usize, accumulate: bool| cosim_pair_grad_params {
                 prod: cosim_pair_params {
@@ -255,6 +299,9 @@ impl Cuda {
                     other_count as i64
                 },
                 batch0: batch0 as i64,
+                splits: splits as i64,
+                span: span as i64,
+                split_stride: stride as i64,
                 accumulate: i32::from(accumulate),
                 _pad: 0,
             };
@@ -263,9 +310,10 @@ impl Cuda {
         let batch_runs: Vec<(usize, usize)> = if shared {
             (0..plan.batch).map(|bb| (bb, 1)).collect()
         } else {
+            let per = GRID_YZ / splits;
             (0..plan.batch)
-                .step_by(GRID_YZ)
-                .map(|b0| (b0, GRID_YZ.min(plan.batch - b0)))
+                .step_by(per)
+                .map(|b0| (b0, per.min(plan.batch - b0)))
                 .collect()
         };
         let chunk = GRID_YZ * TILE;
@@ -273,14 +321,20 @@ impl Cuda {
             for row0 in (0..count).step_by(chunk) {
                 let rows = chunk.min(count - row0);
                 let q = params(batch0, row0, rows, shared && batch0 > 0);
-                let grid = (tiles(d) as u32, tiles(rows) as u32, batches as u32);
+                let grid = (
+                    tiles(d) as u32,
+                    tiles(rows) as u32,
+                    (batches * splits) as u32,
+                );
                 // SAFETY: signature (cosim_pair_grad_params, const T* g, const T* y, const
                 // float* inv_other, const float* inv_mine, float* w). The views describe G
                 // (validated as [B, N, M]) and the other set (validated by the plan) within
-                // their buffers, for batches [batch0, batch0 + batches) < B; the inverse norms
-                // hold one float per vector of each set's own batches; W has mine's layout
-                // and length (the gradient itself, or scratch of at least that length), and
-                // the grid covers mine's vectors [row0, row0 + rows) × its d components.
+                // their buffers, for batches [batch0, batch0 + batches) < B and reduced spans
+                // [s·span, min((s+1)·span, count)); the inverse norms hold one float per
+                // vector of each set's own batches; each of the `splits` partial Ws has mine's
+                // layout and length, `stride` apart (the gradient itself for one f32 split,
+                // or scratch of splits·stride floats), and the grid covers mine's vectors
+                // [row0, row0 + rows) × its d components × batches × splits.
                 unsafe {
                     self.stream
                         .launch_builder(&f)
@@ -305,12 +359,13 @@ impl Cuda {
         } else {
             vectors
         };
-        let (d64, own64) = (d as i64, own as i64);
+        let (d64, own64, sp64, st64) = (d as i64, own as i64, splits as i64, stride as i64);
         // SAFETY: signature (cosim_pair_set, int64 d, int64 batches, double eps, const T* x,
-        // const float* inv, const float* w, T* out): reads and writes the `own` batches of
-        // mine's layout, inside the set, W and the gradient (all that length), and one inverse
-        // norm per vector. W may be the gradient itself; each element is read then written by
-        // the one thread that owns its vector.
+        // const float* inv, const float* w, int64 splits, int64 stride, T* out): reads and
+        // writes the `own` batches of mine's layout, inside the set, the gradient and each of
+        // the W partials (all that length, `stride` apart), and one inverse norm per vector.
+        // W may be the gradient itself (one split); each element is read then written by the
+        // one thread that owns its vector.
         unsafe {
             self.stream
                 .launch_builder(&f)
@@ -321,9 +376,46 @@ impl Cuda {
                 .arg(&ptr.mine)
                 .arg(&ptr.inv_mine)
                 .arg(&ptr.w)
+                .arg(&sp64)
+                .arg(&st64)
                 .arg(&ptr.out)
                 .launch(cfg((grid_for(threads, self.sms), 1, 1)))
         }?;
         Ok(())
+    }
+}
+
+/// Spans for a product of `blocks` tiles summing over `reduced` components into a W of `len`
+/// elements, on `sms` SMs: enough for two blocks per SM when the tiles are fewer, each span
+/// at least [`SPLIT_MIN`] components, the partials within [`SPLIT_SCRATCH_BYTES`].
+fn split_count(blocks: usize, reduced: usize, len: usize, sms: usize) -> usize {
+    let want = 2 * sms;
+    if blocks >= want {
+        return 1;
+    }
+    want.div_ceil(blocks.max(1))
+        .min(reduced / SPLIT_MIN)
+        .min(MAX_SPLITS)
+        .min(SPLIT_SCRATCH_BYTES / 4 / len.max(1))
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_sums_of_few_tiles_split_within_their_limits() {
+        // Enough tiles, or a short sum: one span.
+        assert_eq!(split_count(264, 1 << 20, 1000, 132), 1);
+        assert_eq!(split_count(1, 4095, 1000, 132), 1);
+        // 1024 queries × 768 (48 tiles) against a million keys: 264 / 48 → 6 spans.
+        assert_eq!(split_count(48, 1 << 20, 1024 * 768, 132), 6);
+        // One tile: bounded by the sum's length, then by the most spans.
+        assert_eq!(split_count(1, 9000, 30, 132), 4);
+        assert_eq!(split_count(1, 1 << 24, 30, 132), MAX_SPLITS);
+        // Scratch: 256 MiB of partials at most.
+        assert_eq!(split_count(1, 1 << 24, 16 << 20, 132), 4);
+        assert_eq!(split_count(1, 1 << 24, 128 << 20, 132), 1);
     }
 }

@@ -165,12 +165,15 @@ pub struct cosim_pair_grad_params {
     pub inv_mine_batch: i64,
     pub inv_other_batch: i64,
     pub batch0: i64,
+    pub splits: i64,
+    pub span: i64,
+    pub split_stride: i64,
     pub accumulate: i32,
     pub _pad: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of cosim_pair_grad_params"][::std::mem::size_of::<cosim_pair_grad_params>() - 208usize];
+    ["Size of cosim_pair_grad_params"][::std::mem::size_of::<cosim_pair_grad_params>() - 232usize];
     ["Alignment of cosim_pair_grad_params"]
         [::std::mem::align_of::<cosim_pair_grad_params>() - 8usize];
     ["Offset of field: cosim_pair_grad_params::prod"]
@@ -185,8 +188,14 @@ const _: () = {
         [::std::mem::offset_of!(cosim_pair_grad_params, inv_other_batch) - 184usize];
     ["Offset of field: cosim_pair_grad_params::batch0"]
         [::std::mem::offset_of!(cosim_pair_grad_params, batch0) - 192usize];
+    ["Offset of field: cosim_pair_grad_params::splits"]
+        [::std::mem::offset_of!(cosim_pair_grad_params, splits) - 200usize];
+    ["Offset of field: cosim_pair_grad_params::span"]
+        [::std::mem::offset_of!(cosim_pair_grad_params, span) - 208usize];
+    ["Offset of field: cosim_pair_grad_params::split_stride"]
+        [::std::mem::offset_of!(cosim_pair_grad_params, split_stride) - 216usize];
     ["Offset of field: cosim_pair_grad_params::accumulate"]
-        [::std::mem::offset_of!(cosim_pair_grad_params, accumulate) - 200usize];
+        [::std::mem::offset_of!(cosim_pair_grad_params, accumulate) - 224usize];
     ["Offset of field: cosim_pair_grad_params::_pad"]
-        [::std::mem::offset_of!(cosim_pair_grad_params, _pad) - 204usize];
+        [::std::mem::offset_of!(cosim_pair_grad_params, _pad) - 228usize];
 };
