@@ -159,6 +159,96 @@ fn sgemm_abt(a: &[f32], b: &[f32], c: &mut [f32], d: usize) {
         });
 }
 
+/// `C[rows × cols] = A · B` for row-major C, with A and B given by their (row, column)
+/// strides; rayon over 256-row chunks of C.
+fn sgemm_par(
+    (rows, k, cols): (usize, usize, usize),
+    a: &[f32],
+    (ars, acs): (usize, usize),
+    b: &[f32],
+    (brs, bcs): (usize, usize),
+    c: &mut [f32],
+) {
+    assert!(
+        a.len() > (rows - 1) * ars + (k - 1) * acs && b.len() > (k - 1) * brs + (cols - 1) * bcs
+    );
+    assert_eq!(c.len(), rows * cols);
+    c.par_chunks_mut(256 * cols).enumerate().for_each(|(i, c)| {
+        let r = c.len() / cols;
+        // SAFETY: rows [256·i, 256·i + r) of A lie inside `a` (checked above for the last
+        // row), B inside `b`, and this chunk of C is r × cols; beta = 0.
+        unsafe {
+            matrixmultiply::sgemm(
+                r,
+                k,
+                cols,
+                1.0,
+                a.as_ptr().add(256 * i * ars),
+                ars as isize,
+                acs as isize,
+                b.as_ptr(),
+                brs as isize,
+                bcs as isize,
+                0.0,
+                c.as_mut_ptr(),
+                cols as isize,
+                1,
+            )
+        };
+    });
+}
+
+/// The matrix's gradient: ours next to the composed way (PyTorch's autograd of normalise +
+/// matmul): normalised copies, `G · B̂` and `Gᵀ · Â`, then each row's normalisation backward.
+/// Two products of 2·N·M·D flops each.
+fn backward_case(
+    rows: &mut Vec<Row>,
+    plan: &PairPlan,
+    (a, b): (&[f32], &[f32]),
+) -> anyhow::Result<()> {
+    let (n, m, d) = (plan.n, plan.m, plan.d);
+    let g = random::<f32>(n * m, 5);
+    let mut ours = || {
+        std::hint::black_box(cpu::pairwise_similarity_backward(plan, a, b, &g).expect("backward"));
+    };
+    let ms = time_ms(3, &mut ours);
+    // Ours allocates its two outputs (the set sizes) besides any scratch.
+    let extra = extra_memory(ours).saturating_sub(4 * (n + m) * d);
+    let composed = || {
+        let (an, bn) = (normalised(a, d), normalised(b, d));
+        let (mut da, mut db) = (vec![0f32; n * d], vec![0f32; m * d]);
+        sgemm_par((n, m, d), &g, (m, 1), &bn, (d, 1), &mut da);
+        sgemm_par((m, n, d), &g, (1, m), &an, (d, 1), &mut db);
+        for (x, xn, dx) in [(a, &an, &mut da), (b, &bn, &mut db)] {
+            dx.par_chunks_mut(d)
+                .zip(x.par_chunks(d).zip(xn.par_chunks(d)))
+                .for_each(|(dv, (v, u))| {
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-8);
+                    let p: f32 = u.iter().zip(dv.iter()).map(|(u, g)| u * g).sum();
+                    for (g, u) in dv.iter_mut().zip(u) {
+                        *g = (*g - p * u) / norm;
+                    }
+                });
+        }
+        std::hint::black_box((da, db));
+    };
+    let ref_ms = time_ms(3, composed);
+    let ref_extra = extra_memory(composed).saturating_sub(4 * (n + m) * d);
+    rows.push(Row {
+        backend: "cpu",
+        case: format!("matrix backward {n}x{m}, D={d}"),
+        dtype: "f32",
+        ms,
+        flop: Some(4.0 * (n * m * d) as f64),
+        extra_bytes: extra,
+        reference: "normalised copies + sgemm G·B̂, Gᵀ·Â + normalise backward".into(),
+        ref_ms,
+        ref_extra_bytes: ref_extra,
+    });
+    print_row(rows.last().expect("row"));
+    Ok(())
+}
+
 fn print_row(r: &Row) {
     let gf = |ms| {
         r.gflops(ms)
@@ -255,6 +345,7 @@ fn cpu_section(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     });
     print_row(rows.last().expect("row"));
     drop(c);
+    backward_case(rows, &plan, (&a, &b))?;
 
     // Set similarity: two (200 · 52) × 784 token sets.
     let (n, d) = (200 * 52, 784);
