@@ -72,5 +72,8 @@ if want bench; then
   echo "== pairwise benchmarks"
   timeout 200 $B/bench-pairwise --gpu-only --json "$OUT/bench-pairwise.json" \
     --label "${label/benchmarks/pairwise benchmarks}" | tee "$OUT/bench-pairwise.log" || status=1
+  echo "== PyTorch's gradients on this GPU (the anchors of the backward cases)"
+  timeout 120 python3 scripts/device-torch-anchors.py "$OUT/torch-anchors.json" \
+    | tee "$OUT/torch-anchors.log" || status=1
 fi
 exit $status
