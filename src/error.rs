@@ -90,6 +90,12 @@ pub enum Error {
     /// Top-k and argmax return `u32` column indices, which cannot name every vector of `b`.
     #[error("top-k and argmax return u32 column indices, but b holds {m} vectors (at most 2^32 are supported)")]
     IndexOverflow { m: usize },
+    /// A shard spec that names no shard.
+    #[error("shard {spec:?}: {why}")]
+    BadShard { spec: String, why: &'static str },
+    /// Parts of one result (shards, chunks) that do not fit together.
+    #[error("the parts do not belong together: {0}")]
+    ShardMismatch(String),
     /// eps must be a number ≥ 0.
     #[error("eps must be >= 0 and not NaN, got {0}")]
     BadEps(f64),

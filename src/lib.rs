@@ -32,6 +32,7 @@ mod element;
 mod error;
 pub mod pairwise;
 pub mod plan;
+pub mod shard;
 
 /// The cudarc this crate is built against, for creating buffers and streams that match.
 #[cfg(feature = "cuda")]

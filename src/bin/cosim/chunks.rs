@@ -17,7 +17,7 @@
 //! - matrix: each chunk of A's row block `[rows, M]` is assembled on the host from its
 //!   pieces and handed on (to the streamed `.npy`);
 //! - top-k and argmax: the top `min(k, m_c)` of every chunk of B (indices offset by the
-//!   chunk's start) are merged per row in [`outranks`] order (values compared as the
+//!   chunk's start) are merged per row by [`cosim::shard::merge_sorted`], in [`outranks`] order (values compared as the
 //!   library's `T` widened to f64, equal values to the lower global index): exactly the
 //!   whole result in f32; in f16 and bf16 the same values, but a whole run ranks its f32
 //!   sums, so indices of values equal once rounded may come in another order (or, at the
@@ -41,6 +41,7 @@ use crate::dtype::Compute;
 use crate::error::{CliError, Result};
 use crate::pairwise::Backend;
 use cosim::pairwise::{f1, outranks, PairPlan, SetScores, TopK};
+use cosim::shard::merge_sorted;
 use cosim::Element;
 use pairs::{PairJob, PairOut, Sets};
 use std::ops::Range;
@@ -230,8 +231,10 @@ impl<'a, T: Compute> Chunked<'a, T> {
                 best.resize_with(job.a.len(), || Vec::with_capacity(kk));
             }
             let kc = kk.min(job.b.len());
-            let offset = u32::try_from(job.b.start)
-                .map_err(|_| CliError::runtime("a column index does not fit in 32 bits"))?;
+            let offset = job.b.start;
+            if u32::try_from(offset).is_err() {
+                return Err(CliError::runtime("a column index does not fit in 32 bits"));
+            }
             if out.values.len() != job.a.len() * kc || out.indices.len() != out.values.len() {
                 return Err(CliError::runtime(
                     "internal: a chunk pair's top list has the wrong length",
@@ -430,43 +433,6 @@ fn weighted_mean<T: Element>(x: &[f64], w: Option<&[T]>) -> f64 {
     }
 }
 
-/// Merges a chunk's sorted top list (`values`, chunk-local `indices` + `offset`) into a
-/// row's sorted best list, keeping the first `k` in [`outranks`] order; `scratch` is reused.
-fn merge_sorted<T: Element>(
-    row: &mut Vec<(T, u32)>,
-    values: &[T],
-    indices: &[u32],
-    offset: u32,
-    k: usize,
-    scratch: &mut Vec<(T, u32)>,
-) {
-    scratch.clear();
-    let mut new = values
-        .iter()
-        .zip(indices)
-        .map(|(&v, &i)| (v, i.saturating_add(offset)))
-        .peekable();
-    let mut old = row.iter().copied().peekable();
-    while scratch.len() < k {
-        let next = match (old.peek(), new.peek()) {
-            (Some(&(v, i)), Some(&(w, j))) => {
-                if outranks(v.to_f64(), i as usize, w.to_f64(), j as usize) {
-                    old.next()
-                } else {
-                    new.next()
-                }
-            }
-            (Some(_), None) => old.next(),
-            (None, _) => new.next(),
-        };
-        match next {
-            Some(e) => scratch.push(e),
-            None => break,
-        }
-    }
-    std::mem::swap(row, scratch);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,16 +469,6 @@ mod tests {
         let r: Vec<_> = ranges(7, 3).collect();
         assert_eq!(r, vec![0..3, 3..6, 6..7]);
         assert_eq!(ranges(2, 5).collect::<Vec<_>>(), vec![0..2]);
-    }
-
-    #[test]
-    fn merge_keeps_the_order_and_the_lower_index_on_ties() {
-        let mut row = vec![(0.5f32, 1u32), (0.25, 0)];
-        let mut scratch = Vec::new();
-        merge_sorted(&mut row, &[0.5, 0.3], &[0, 1], 4, 3, &mut scratch);
-        assert_eq!(row, vec![(0.5, 1), (0.5, 4), (0.3, 5)]);
-        merge_sorted(&mut row, &[f32::NAN], &[0], 9, 2, &mut scratch);
-        assert!(row[0].0.is_nan() && row[0].1 == 9 && row[1] == (0.5, 1));
     }
 
     #[test]
