@@ -17,7 +17,7 @@
 
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::pairwise::outranks;
+use crate::pairwise::{outranks, Layout};
 use std::ops::Range;
 
 /// Shard `index` of `count` equal (to within one vector) contiguous shards of a set.
@@ -68,6 +68,72 @@ impl Shard {
         let at = |i: usize| ((i as u128 * m as u128) / self.count as u128) as usize;
         at(self.index)..at(self.index + 1)
     }
+}
+
+/// Vectors `range` of every batch of a set (`shape` `[B?, count, D]` for rows, `[B?, D,
+/// count]` for columns), as a set of its own with its shape: the shard's input. A rows set
+/// without a batch dim is a sub-slice (borrowed); otherwise the vectors are gathered.
+///
+/// # Errors
+/// [`Error::PairShape`] for a shape that is not a set, [`Error::LenMismatch`] for a buffer
+/// of the wrong length, [`Error::BadShard`] for a range past the set's vectors.
+pub fn slice_set<'a, T: Copy>(
+    x: &'a [T],
+    shape: &[usize],
+    layout: Layout,
+    range: Range<usize>,
+) -> Result<(std::borrow::Cow<'a, [T]>, Vec<usize>)> {
+    let (batch, inner) = match shape.len() {
+        2 => (None, shape),
+        3 => (Some(shape[0]), &shape[1..]),
+        _ => {
+            return Err(Error::PairShape {
+                which: "b",
+                shape: shape.to_vec(),
+                layout,
+            })
+        }
+    };
+    let (count, d) = match layout {
+        Layout::Rows => (inner[0], inner[1]),
+        Layout::Cols => (inner[1], inner[0]),
+    };
+    let len = batch.unwrap_or(1) * count * d;
+    if x.len() != len {
+        return Err(Error::LenMismatch {
+            what: "b",
+            len: x.len(),
+            shape: shape.to_vec(),
+            expected: len,
+        });
+    }
+    if range.start > range.end || range.end > count {
+        return Err(Error::BadShard {
+            spec: format!("{range:?}"),
+            why: "the range lies outside the set's vectors",
+        });
+    }
+    let mut out_shape = shape.to_vec();
+    let at = out_shape.len() - if layout == Layout::Rows { 2 } else { 1 };
+    out_shape[at] = range.len();
+    if count * d == 0 {
+        return Ok((Vec::new().into(), out_shape));
+    }
+    if batch.is_none() && layout == Layout::Rows {
+        return Ok((x[range.start * d..range.end * d].into(), out_shape));
+    }
+    let mut out = Vec::with_capacity(batch.unwrap_or(1) * range.len() * d);
+    for b in x.chunks(count * d).take(batch.unwrap_or(1)) {
+        match layout {
+            Layout::Rows => out.extend_from_slice(&b[range.start * d..range.end * d]),
+            Layout::Cols => {
+                for c in b.chunks(count) {
+                    out.extend_from_slice(&c[range.clone()]);
+                }
+            }
+        }
+    }
+    Ok((out.into(), out_shape))
 }
 
 /// One part's top lists, to be merged: `values` and `indices` hold `rows` lists of equal

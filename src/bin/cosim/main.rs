@@ -24,6 +24,7 @@ mod pairwise;
 #[cfg(feature = "cuda")]
 mod pinned;
 mod progress;
+mod shards;
 mod suite;
 
 use clap::{Parser, Subcommand};
@@ -93,6 +94,9 @@ enum Command {
     /// greedy matching (BERTScore)
     #[command(long_about = pairwise::LONG_ABOUT)]
     Pairwise(pairwise::PairwiseArgs),
+    /// Joins the shards of a `pairwise --top-k/--argmax --shard I/N` job into the whole result
+    #[command(long_about = shards::LONG_ABOUT)]
+    Merge(shards::MergeArgs),
     /// The PyTorch forum thread on feature-map similarity, answered live
     #[command(long_about = demo::LONG_ABOUT)]
     Demo(demo::DemoArgs),
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Along(a) => along::run(a, g),
         Command::Channels(a) => channels::run(a, g),
         Command::Pairwise(a) => pairwise::run(a, g),
+        Command::Merge(a) => shards::run(a, g),
         Command::Demo(_) => demo::run(g),
         Command::Info(_) => info::run(g),
         Command::Bench(a) => bench::run(a, g),

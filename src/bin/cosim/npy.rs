@@ -130,6 +130,19 @@ impl NpyInput {
                 .map_err(|e| fail(format!("cannot read: {e}")))?;
             Bytes::Read(v)
         };
+        NpyInput::parse(path, bytes)
+    }
+
+    /// An array held in memory (an entry of an `.npz` archive), `label` naming it in messages.
+    ///
+    /// # Errors
+    /// As [`NpyInput::open`].
+    pub fn from_vec(label: &Path, bytes: Vec<u8>) -> Result<NpyInput> {
+        NpyInput::parse(label, Bytes::Read(bytes))
+    }
+
+    fn parse(path: &Path, bytes: Bytes) -> Result<NpyInput> {
+        let fail = |msg: String| CliError::file(path, msg);
         let all = bytes.as_slice();
         let npy =
             npyz::NpyFile::new(all).map_err(|e| fail(format!("not a valid .npy file ({e})")))?;

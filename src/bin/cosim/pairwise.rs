@@ -20,6 +20,7 @@ use crate::options::GlobalOpts;
 use crate::output::Output;
 use crate::progress::Progress;
 use cosim::pairwise::{Layout, MatrixBlock, PairPlan, Precision, SetScores, TopK};
+use cosim::shard::Shard;
 use cosim::{cpu, Device};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -196,6 +197,16 @@ pub struct PairwiseArgs {
         conflicts_with = "mode"
     )]
     pub budget: usize,
+    /// --top-k / --argmax on shard I of N (0-based) of B's vectors: B's contiguous I-th
+    /// N-th, indices global, the file marked as that shard; `cosim merge` joins the N files
+    /// into the whole result, equal to an unsharded run's file
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+}
+
+/// `--shard I/N`.
+fn parse_shard(s: &str) -> std::result::Result<Shard, String> {
+    Shard::parse(s).map_err(|e| e.to_string())
 }
 
 /// What to compute and where it goes.
@@ -270,6 +281,9 @@ pub fn run(args: &PairwiseArgs, g: &GlobalOpts) -> Result<()> {
         plan.check_k(k)
             .map_err(|e| CliError::usage(format!("--top-k {k}: {e} ({})", inputs.b.describe())))?;
     }
+    if let Some(s) = args.shard {
+        crate::shards::check(s, mode, &plan, &inputs)?;
+    }
     if let Mode::Matrix(p) = mode {
         let shape = plan.matrix_shape();
         let elems = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
@@ -317,6 +331,7 @@ pub fn run(args: &PairwiseArgs, g: &GlobalOpts) -> Result<()> {
         weights: &weights,
         budget: args.budget,
         quiet: g.quiet,
+        shard: args.shard,
     };
     let device = g.device()?;
     match &device {
@@ -381,6 +396,8 @@ struct Job<'a> {
     weights: &'a [Option<NpyInput>; 2],
     budget: usize,
     quiet: bool,
+    /// `--shard`: the job runs on that shard of B.
+    shard: Option<Shard>,
 }
 
 impl Job<'_> {
@@ -397,10 +414,21 @@ impl Job<'_> {
     ) -> Result<()> {
         let progress = Progress::start(self.quiet);
         progress.phase("reading inputs");
-        let (a, b) = (self.inputs.a.values::<T>(), self.inputs.b.values::<T>());
+        let (a, b_whole) = (self.inputs.a.values::<T>(), self.inputs.b.values::<T>());
+        let refusal = |e| self.inputs.refusal(e);
+        // With --shard, B is this shard's vectors and the plan is the shard's.
+        let sharded = match self.shard {
+            Some(s) => Some(
+                crate::shards::input(s, self.plan, &self.inputs.b, &b_whole).map_err(refusal)?,
+            ),
+            None => None,
+        };
+        let (b, plan): (&[T], &PairPlan) = match &sharded {
+            Some((b, p)) => (b, p),
+            None => (&b_whole, self.plan),
+        };
         let on = backend.name();
         progress.phase(format!("computing on {on}"));
-        let (plan, refusal) = (self.plan, |e| self.inputs.refusal(e));
         let elem = std::mem::size_of::<T>();
         let rows_cap = match self.mode {
             Mode::Matrix(_) => Some(plan.rows_per_block(self.budget, elem)),
@@ -411,7 +439,7 @@ impl Job<'_> {
             progress.phase(format!("computing on {on}: chunk pair {done} of {total}"));
         };
         let chunked = match chunks {
-            Some(c) => Some(Chunked::new(plan, &a, &b, c, backend, &on_pair).map_err(refusal)?),
+            Some(c) => Some(Chunked::new(plan, &a, b, c, backend, &on_pair).map_err(refusal)?),
             None => None,
         };
         let mut out = out;
@@ -424,7 +452,7 @@ impl Job<'_> {
                 let (total, mut done) = (plan.batch * plan.n, 0usize);
                 match &chunked {
                     Some(c) => c.matrix(self.budget, &mut |block| file.append(block))?,
-                    None => backend.matrix_blocks(plan, &a, &b, self.budget, &mut |blk| {
+                    None => backend.matrix_blocks(plan, &a, b, self.budget, &mut |blk| {
                         file.append(blk.values)?;
                         done += blk.rows;
                         progress.phase(format!("{on} -> {name}: {done} of {total} rows"));
@@ -434,30 +462,32 @@ impl Job<'_> {
                 file.finish()?;
             }
             (Mode::TopK(k, _), Some(o)) => {
+                // A shard narrower than k gives all of its columns.
+                let k = k.min(plan.m);
                 let t = match &chunked {
                     Some(c) => c.best(Some(k))?,
-                    None => backend.top_k(plan, &a, &b, k).map_err(refusal)?,
+                    None => backend.top_k(plan, &a, b, k).map_err(refusal)?,
                 };
-                write_top(o, &t)?;
+                self.write_best(o, t)?;
             }
             (Mode::Argmax(_), Some(o)) => {
                 let t = match &chunked {
                     Some(c) => c.best(None)?,
-                    None => backend.argmax(plan, &a, &b).map_err(refusal)?,
+                    None => backend.argmax(plan, &a, b).map_err(refusal)?,
                 };
-                write_top(o, &t)?;
+                self.write_best(o, t)?;
             }
             (Mode::RowMean(_), Some(o)) => {
                 let v = match &chunked {
                     Some(c) => c.row_mean()?,
-                    None => backend.row_mean(plan, &a, &b).map_err(refusal)?,
+                    None => backend.row_mean(plan, &a, b).map_err(refusal)?,
                 };
                 o.write_npy(&plan.row_shape(), &v)?;
             }
             (Mode::Mean(_), o) => {
                 let v = match &chunked {
                     Some(c) => c.mean()?,
-                    None => backend.mean(plan, &a, &b).map_err(refusal)?,
+                    None => backend.mean(plan, &a, b).map_err(refusal)?,
                 };
                 if let Some(o) = o {
                     o.write_npy(&plan.batch_shape(), &v)?;
@@ -474,7 +504,7 @@ impl Job<'_> {
                 let s = match &chunked {
                     Some(c) => c.greedy(wa.as_deref(), wb.as_deref())?,
                     None => backend
-                        .greedy(plan, &a, &b, wa.as_deref(), wb.as_deref())
+                        .greedy(plan, &a, b, wa.as_deref(), wb.as_deref())
                         .map_err(refusal)?,
                 };
                 if let Some(o) = o {
@@ -493,6 +523,32 @@ impl Job<'_> {
             o.commit()?;
         }
         crate::print_stdout(&printed)
+    }
+}
+
+impl Job<'_> {
+    /// Writes a top-k or argmax result: as it is, or as this job's shard (indices made
+    /// global, the file marked for `cosim merge`).
+    fn write_best<T: Compute>(&self, o: &mut Output, mut t: TopK<Vec<T>, Vec<u32>>) -> Result<()> {
+        let Some(shard) = self.shard else {
+            return write_top(o, &t);
+        };
+        let offset = shard.range(self.plan.m).start;
+        let offset = u32::try_from(offset)
+            .map_err(|_| CliError::runtime("a column index does not fit in 32 bits"))?;
+        for i in &mut t.indices {
+            *i += offset;
+        }
+        let k = match self.mode {
+            Mode::TopK(k, _) => k,
+            _ => 0,
+        };
+        let mark = crate::shards::Mark::new(shard, k, self.plan);
+        let mut z = o.npz()?;
+        z.values("values", &t.shape, &t.values)?;
+        z.indices("indices", &t.shape, &t.indices)?;
+        mark.write(&mut z)?;
+        z.finish()
     }
 }
 
