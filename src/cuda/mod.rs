@@ -26,6 +26,8 @@ mod backward;
 mod kernels;
 mod launch;
 mod pair_backward;
+mod pair_reduce;
+mod pair_topk;
 mod pairwise;
 mod timing;
 #[rustfmt::skip]
