@@ -424,3 +424,52 @@ pub fn away_from_zero<T: Element>(r: &mut SmallRng, n: usize) -> Vec<T> {
         })
         .collect()
 }
+
+/// Compares `cosine_similarity` with the reference for one shape pair, on random inputs.
+pub fn check_along<T: Element>(
+    seed: u64,
+    s1: &[usize],
+    s2: &[usize],
+    dim: isize,
+) -> anyhow::Result<()> {
+    let mut r = rng(seed);
+    let x1: Vec<T> = random_input(&mut r, s1);
+    let x2: Vec<T> = random_input(&mut r, s2);
+    check_along_on(&x1, s1, &x2, s2, dim, None)
+}
+
+/// Compares `cosine_similarity` (and its `_into` twin) with the reference on given inputs.
+pub fn check_along_on<T: Element>(
+    x1: &[T],
+    s1: &[usize],
+    x2: &[T],
+    s2: &[usize],
+    dim: isize,
+    eps: Option<f64>,
+) -> anyhow::Result<()> {
+    let what = format!("x1 {s1:?}, x2 {s2:?}, dim {dim}, eps {eps:?}");
+    let (want, want_shape) =
+        reference_along(x1, s1, x2, s2, dim, eps.unwrap_or(cosim::DEFAULT_EPS));
+    let got = cosim::cpu::cosine_similarity(x1, s1, x2, s2, dim, eps)?;
+    anyhow::ensure!(
+        got.shape == want_shape,
+        "{what}: shape {:?}, want {want_shape:?}",
+        got.shape
+    );
+    assert_close(&got.values, &want, &what);
+    assert_unit_bounded(&got.values, &what);
+    let mut out: Vec<T> = poisoned(want.len(), f64::NAN);
+    cosim::cpu::cosine_similarity_into(&mut out, x1, s1, x2, s2, dim, eps)?;
+    assert_close(&out, &want, &format!("{what} (_into)"));
+    Ok(())
+}
+
+/// True if the padded `shape` is size 1 along some, but not all, of the dims `from..` of
+/// `bshape` that are not 1: the library's documented PartialFlattenBroadcast refusal.
+pub fn partly_broadcast(shape: &[usize], bshape: &[usize], from: usize) -> bool {
+    let pad = bshape.len() - shape.len();
+    let own = |i: usize| if i < pad { 1 } else { shape[i - pad] };
+    let live: Vec<usize> = (from..bshape.len()).filter(|&i| bshape[i] != 1).collect();
+    let ones = live.iter().filter(|&&i| own(i) == 1).count();
+    ones != 0 && ones != live.len()
+}
