@@ -117,4 +117,27 @@ for fast, tol in [([], 2e-6), (["--fast"], 5e-3)]:
     for mode in (["--top-k", "7"], ["--argmax"], ["--greedy"]):
         name = f"pairwise batched x shared cols {' '.join(mode)} {'fast' if fast else 'exact'} (chunks)"
         check_npz(name, g + pw + fast + mode, c + pw + mode, tol)
+
+# Shards of k on the GPU (whole, and in chunks), merged: the GPU's unsharded file exactly
+# (each shard's dot products are the whole run's, bit for bit).
+for dev_extra, label in [([], "whole"), (["--block-bytes", "40000"], "chunks")]:
+    g = ["--device", "cuda", *dev_extra]
+    for mode in (["--top-k", "7"], ["--argmax"]):
+        name = f"pairwise {' '.join(mode)} in 3 shards + merge ({label})"
+        try:
+            pw = ["pairwise", f"{out}/q.npy", f"{out}/k.npy", *mode]
+            run(g + pw + ["-o", f"{out}/whole.npz"])
+            parts = []
+            for i in range(3):
+                run(g + pw + ["--shard", f"{i}/3", "-o", f"{out}/s{i}.npz"])
+                parts.append(f"{out}/s{i}.npz")
+            run(["merge", "-o", f"{out}/merged.npz", *parts])
+            w, m = np.load(f"{out}/whole.npz"), np.load(f"{out}/merged.npz")
+            ok = sorted(m.files) == sorted(w.files) and all(
+                m[f].dtype == w[f].dtype and np.array_equal(m[f], w[f], equal_nan=True) for f in w.files)
+            print(f"{'ok ' if ok else 'BAD'} {name}: merged equals whole")
+            failed += not ok
+        except Exception as e:  # noqa: BLE001 - report and go on
+            print(f"BAD {name}: {e}")
+            failed += 1
 sys.exit(1 if failed else 0)
