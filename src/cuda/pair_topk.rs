@@ -48,7 +48,7 @@ impl Cuda {
     /// with lists of its own, and the segments' lists are merged after (same result).
     ///
     /// # Errors
-    /// As the CPU version ([`Error::BadK`] unless 1 ≤ k ≤ M), plus device errors.
+    /// As the CPU version ([`Error::BadK`](crate::Error::BadK) unless 1 ≤ k ≤ M), plus device errors.
     pub fn pairwise_top_k<T: PairElement>(
         &self,
         plan: &PairPlan,
