@@ -122,11 +122,11 @@ impl<'p> Layout<'p> {
     ) -> AlongUnit<'a, T> {
         let (r, i0) = (u / blocks, u % blocks * NB);
         let (o1, o2) = offsets(rest, r);
-        let side = |data, base, step, red| Side {
+        let side = |data, base, inner_stride, reduce_stride| Side {
             data,
             base,
-            step,
-            red,
+            inner_stride,
+            reduce_stride,
         };
         (
             r * inner.len + i0,
@@ -174,8 +174,8 @@ fn sums<T: Element>(plan: &Plan, x1: &[T], x2: &[T], w: Option<&[T]>) -> Vec<[T:
                     let w = w.map(|data| Side {
                         data,
                         base: first * red.len,
-                        step: red.len,
-                        red: 1,
+                        inner_stride: red.len,
+                        reduce_stride: 1,
                     });
                     along_sums(s1, s2, w, red.len, scr, s);
                 });

@@ -255,7 +255,7 @@ pub struct Lane<'a, T> {
     pub reduce_stride: usize,
 }
 
-impl<T: Element> Lane<'_, T> {
+impl<'a, T: Element> Lane<'a, T> {
     /// Whether [`Lane::load`] hands out the input itself (unit stride, f32/f64) and needs no
     /// buffer; constant lanes (stride 0) are never loaded, their callers read one value.
     fn in_place(&self) -> bool {
@@ -263,12 +263,29 @@ impl<T: Element> Lane<'_, T> {
             || (self.inner_stride == 1 && T::as_acc_slice(&self.data[..0]).is_some())
     }
 
-    /// Elements `k` of the reduced axis for outputs `0..n`, in the accumulator type: the
-    /// input itself when [`Lane::in_place`], otherwise converted or gathered into `buf`.
+    /// Index of output 0's element `k` of the reduced axis.
     #[inline(always)]
-    fn load<'b>(&'b self, k: usize, n: usize, buf: &'b mut [T::Acc]) -> &'b [T::Acc] {
-        let p = self.base + k * self.reduce_stride;
+    pub fn at(&self, k: usize) -> usize {
+        self.base + k * self.reduce_stride
+    }
+
+    /// Elements `k` of the reduced axis for outputs `0..n`, in the accumulator type: the
+    /// input itself when [`Lane::in_place`], otherwise converted, repeated (a constant lane)
+    /// or gathered into `buf`.
+    #[inline(always)]
+    pub fn load<'b>(&self, k: usize, n: usize, buf: &'b mut [T::Acc]) -> &'b [T::Acc]
+    where
+        'a: 'b,
+    {
+        let p = self.at(k);
+        if n == 0 {
+            return &buf[..0];
+        }
         match self.inner_stride {
+            0 => {
+                buf[..n].fill(self.data[p].to_acc());
+                &buf[..n]
+            }
             1 => match T::as_acc_slice(&self.data[p..p + n]) {
                 Some(s) => s,
                 None => {

@@ -1,62 +1,10 @@
 //! The vectorised units of the CPU gradients (src/cpu/backward.rs): one input's pieces of a
-//! unit ([`Side`]), where its gradient terms go ([`Sink`], [`Disjoint`]), the lane sums, and
+//! unit ([`Side`]: the forward's `Lane`), where its gradient terms go ([`Sink`], [`Disjoint`]), the lane sums, and
 //! the four kernels compiled per instruction set: sums and gradients, along a strided axis
 //! and along contiguous rows.
 
 use super::*;
-
-/// One input's elements in a unit: element `i` of step `k` is at `base + k·red + i·step`.
-#[derive(Clone, Copy)]
-pub(crate) struct Side<'a, T> {
-    pub(super) data: &'a [T],
-    pub(super) base: usize,
-    pub(super) step: usize,
-    pub(super) red: usize,
-}
-
-impl<'a, T: Element> Side<'a, T> {
-    /// Index of element 0 of step `k`.
-    #[inline(always)]
-    pub(super) fn at(&self, k: usize) -> usize {
-        self.base + k * self.red
-    }
-
-    /// Elements `0..n` of step `k` in the accumulator type: the input itself where it is
-    /// contiguous f32/f64, otherwise converted, repeated (step 0) or gathered into `buf`.
-    #[inline(always)]
-    pub(super) fn load<'b>(&self, k: usize, n: usize, buf: &'b mut [T::Acc]) -> &'b [T::Acc]
-    where
-        'a: 'b,
-    {
-        let (data, p) = (self.data, self.at(k));
-        let buf = &mut buf[..n];
-        if n == 0 {
-            return buf;
-        }
-        match self.step {
-            1 => {
-                let src = &data[p..p + n];
-                match T::as_acc_slice(src) {
-                    Some(s) => s,
-                    None => {
-                        T::to_acc_slice(src, buf);
-                        buf
-                    }
-                }
-            }
-            0 => {
-                buf.fill(data[p].to_acc());
-                buf
-            }
-            s => {
-                for (i, b) in buf.iter_mut().enumerate() {
-                    *b = data[p + i * s].to_acc();
-                }
-                buf
-            }
-        }
-    }
-}
+pub(crate) use crate::cpu::sums::Lane as Side;
 
 /// A pointer that parallel tasks write through at disjoint indices.
 #[derive(Clone, Copy)]
@@ -320,8 +268,8 @@ simd_dispatch!(along_grads<T>(x1: Side<'_, T>, x2: Side<'_, T>, len: usize, coef
     }
     for k in 0..len {
         let (a, b) = (x1.load(k, n, ba), x2.load(k, n, bb));
-        g1.emit(x1.at(k), x1.step, t, (ca, cb1), (b, a));
-        g2.emit(x2.at(k), x2.step, t, (ca, cb2), (a, b));
+        g1.emit(x1.at(k), x1.inner_stride, t, (ca, cb1), (b, a));
+        g2.emit(x2.at(k), x2.inner_stride, t, (ca, cb2), (a, b));
     }
 });
 
@@ -337,7 +285,7 @@ simd_dispatch!(row_sums<T>(x1: &[T], x2: &[T], w: Option<&[T]>, outer: &[Axis], 
         let mut k = ks.0;
         while k < ks.1 {
             let m = CHUNK.min(ks.1 - k);
-            let side = |data, base, step| Side { data, base, step, red: 0 };
+            let side = |data, base, inner_stride| Side { data, base, inner_stride, reduce_stride: 0 };
             let a = side(x1, b1 + k * red.stride1, red.stride1).load(0, m, ba);
             let b = side(x2, b2 + k * red.stride2, red.stride2).load(0, m, bb);
             lanes3(a, b, &mut s);
@@ -362,8 +310,8 @@ simd_dispatch!(row_grads<T>(x1: &[T], x2: &[T], outer: &[Axis], red: Axis, first
         while k < ks.1 {
             let m = CHUNK.min(ks.1 - k);
             let (p1, p2) = (b1 + k * red.stride1, b2 + k * red.stride2);
-            let a = Side { data: x1, base: p1, step: red.stride1, red: 0 }.load(0, m, ba);
-            let b = Side { data: x2, base: p2, step: red.stride2, red: 0 }.load(0, m, bb);
+            let a = Side { data: x1, base: p1, inner_stride: red.stride1, reduce_stride: 0 }.load(0, m, ba);
+            let b = Side { data: x2, base: p2, inner_stride: red.stride2, reduce_stride: 0 }.load(0, m, bb);
             let t = &mut t[..m];
             for (t, (&x, &y)) in t.iter_mut().zip(a.iter().zip(b)) {
                 *t = c.a * y + c.b1 * x;
