@@ -20,13 +20,12 @@
 //! in one accumulator-typed buffer the size of the gradient, converted (or transposed) into
 //! place at the end. No normalised copies of A or B and no copy of `G`.
 
-use super::matrix::{cast, cast_mut, CONVERT_BYTES};
+use super::matrix::{cast_mut, gemm, CONVERT_BYTES};
 use super::norms::inv_norms;
 use super::set::Set;
 use crate::element::{Accum, Element};
 use crate::pairwise::{Layout, PairPlan};
 use rayon::prelude::*;
-use std::any::TypeId;
 
 /// Most of "my" vectors one task computes: GEMM packs the other set once per tile, so tasks
 /// should be long enough to amortise that, yet numerous enough to keep every thread busy.
@@ -187,7 +186,8 @@ impl<T: Element> Job<'_, T> {
                 let w = self.cols.min(count - c0);
                 let (rsg, csg) = self.scaled_tile(g, bb, i0, rows, c0, &inv[c0..c0 + w]);
                 let (od, rso, cso) = other_chunk(self.other, xo, c0, w, other);
-                gemm(rows, w, d, &g[..rows * w], (rsg, csg), od, (rso, cso), p);
+                let (a, b) = ((&g[..rows * w], rsg, csg), (od, rso, cso));
+                gemm((rows, w, d), a, b, true, p, d);
             }
         }
         self.project(x, own, i0, p);
@@ -306,95 +306,6 @@ fn other_chunk<'s, T: Element>(
                 T::to_acc_slice(&set.component(xs, k)[c0..c0 + w], dst);
             }
             (buf, 1, w as isize)
-        }
-    }
-}
-
-/// `c += a · b` for the `rows × k` matrix `a` and the `k × cols` matrix `b`, each given with
-/// its (row, column) strides, and `c` row-major `rows × cols`.
-#[allow(clippy::too_many_arguments)]
-fn gemm<A: Accum>(
-    rows: usize,
-    k: usize,
-    cols: usize,
-    a: &[A],
-    (rsa, csa): (isize, isize),
-    b: &[A],
-    (rsb, csb): (isize, isize),
-    c: &mut [A],
-) {
-    if rows == 0 || k == 0 || cols == 0 {
-        return;
-    }
-    // The last element each operand reads: bounds-checked here, so the GEMM stays in bounds.
-    let last =
-        |r: usize, q: usize, rs: isize, cs: isize| (r - 1) * rs as usize + (q - 1) * cs as usize;
-    let (a, b) = (
-        &a[..=last(rows, k, rsa, csa)],
-        &b[..=last(k, cols, rsb, csb)],
-    );
-    let c = &mut c[..rows * cols];
-    let rsc = cols as isize;
-    if TypeId::of::<A>() == TypeId::of::<f32>() {
-        if let (Some(a), Some(b), Some(c)) = (cast::<A, f32>(a), cast::<A, f32>(b), cast_mut(c)) {
-            // SAFETY: element (r, q) of A is read at r·rsa + q·csa ≤ last(rows, k) < a.len(),
-            // likewise (q, j) of B within `b` (both sliced to their last element above, with
-            // non-negative strides); C is read and written at r·cols + j < rows·cols = c.len().
-            // `c` is a unique borrow, so it overlaps neither input.
-            unsafe {
-                matrixmultiply::sgemm(
-                    rows,
-                    k,
-                    cols,
-                    1.0,
-                    a.as_ptr(),
-                    rsa,
-                    csa,
-                    b.as_ptr(),
-                    rsb,
-                    csb,
-                    1.0,
-                    c.as_mut_ptr(),
-                    rsc,
-                    1,
-                )
-            };
-        }
-        return;
-    }
-    if TypeId::of::<A>() == TypeId::of::<f64>() {
-        if let (Some(a), Some(b), Some(c)) = (cast::<A, f64>(a), cast::<A, f64>(b), cast_mut(c)) {
-            // SAFETY: as for sgemm above.
-            unsafe {
-                matrixmultiply::dgemm(
-                    rows,
-                    k,
-                    cols,
-                    1.0,
-                    a.as_ptr(),
-                    rsa,
-                    csa,
-                    b.as_ptr(),
-                    rsb,
-                    csb,
-                    1.0,
-                    c.as_mut_ptr(),
-                    rsc,
-                    1,
-                )
-            };
-        }
-        return;
-    }
-    // Every accumulator is f32 or f64; this plain loop only keeps the function total.
-    let at =
-        |x: &[A], i: usize, j: usize, rs: isize, cs: isize| x[i * rs as usize + j * cs as usize];
-    for r in 0..rows {
-        for j in 0..cols {
-            let s = (0..k).fold(A::ZERO, |s, q| {
-                s + at(a, r, q, rsa, csa) * at(b, q, j, rsb, csb)
-            });
-            c[r * cols + j] = c[r * cols + j] + s;
         }
     }
 }

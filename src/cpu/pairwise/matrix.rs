@@ -277,40 +277,76 @@ fn dots<A: Accum>(a: &Operand<'_, A>, b: &Operand<'_, A>, c: &mut [A], ldc: usiz
     if rows == 0 || cols == 0 {
         return;
     }
-    let c = &mut c[..(rows - 1) * ldc + cols];
     if d == 0 {
-        for row in c.chunks_mut(ldc) {
-            row[..cols].fill(A::ZERO);
-        }
-        return;
+        return gemm((rows, 0, cols), (&[], 0, 0), (&[], 0, 0), false, c, ldc);
     }
     let (ad, rsa, csa) = a.strided();
     // b is the d × cols right operand: element (k, j) is component k of vector j.
     let (bd, csb, rsb) = b.strided();
+    gemm(
+        (rows, d, cols),
+        (ad, rsa, csa),
+        (bd, rsb, csb),
+        false,
+        c,
+        ldc,
+    );
+}
+
+/// `c = a · b`, or with `accumulate` `c += a · b`, for the `rows × k` matrix `a` and the
+/// `k × cols` matrix `b`, each given with its (row, column) strides (non-negative), and `c`
+/// with rows `ldc` apart: `matrixmultiply`'s sgemm or dgemm for the accumulator type. The
+/// forward's products and the backward's are this one call.
+pub(super) fn gemm<A: Accum>(
+    (rows, k, cols): (usize, usize, usize),
+    (a, rsa, csa): (&[A], isize, isize),
+    (b, rsb, csb): (&[A], isize, isize),
+    accumulate: bool,
+    c: &mut [A],
+    ldc: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let c = &mut c[..(rows - 1) * ldc + cols];
+    if k == 0 {
+        if !accumulate {
+            for row in c.chunks_mut(ldc) {
+                let n = cols.min(row.len());
+                row[..n].fill(A::ZERO);
+            }
+        }
+        return;
+    }
+    // The last element each operand reads: bounds-checked here, so the GEMM stays in bounds.
+    let last =
+        |r: usize, q: usize, rs: isize, cs: isize| (r - 1) * rs as usize + (q - 1) * cs as usize;
+    let (a, b) = (
+        &a[..=last(rows, k, rsa, csa)],
+        &b[..=last(k, cols, rsb, csb)],
+    );
     let rsc = ldc as isize;
     if TypeId::of::<A>() == TypeId::of::<f32>() {
-        if let (Some(ad), Some(bd), Some(cd)) =
-            (cast::<A, f32>(ad), cast::<A, f32>(bd), cast_mut(c))
-        {
-            // SAFETY: element (r, k) of A is read at r·rsa + k·csa ≤ the offset of the last
-            // component of the last vector, which is within `ad` (`strided` sliced it so);
-            // likewise (k, j) of B within `bd`; C is written at r·ldc + j < (rows − 1)·ldc +
-            // cols = cd.len(). beta = 0, so C is not read. `cd` is a unique borrow, so it
-            // overlaps neither input.
+        if let (Some(a), Some(b), Some(c)) = (cast::<A, f32>(a), cast::<A, f32>(b), cast_mut(c)) {
+            // SAFETY: element (r, q) of A is read at r·rsa + q·csa ≤ last(rows, k) < a.len(),
+            // likewise (q, j) of B within `b` (both sliced to their last element above, with
+            // non-negative strides); C is accessed at r·ldc + j < (rows − 1)·ldc + cols =
+            // c.len(), and only written when beta = 0. `c` is a unique borrow, so it overlaps
+            // neither input.
             unsafe {
                 matrixmultiply::sgemm(
                     rows,
-                    d,
+                    k,
                     cols,
                     1.0,
-                    ad.as_ptr(),
+                    a.as_ptr(),
                     rsa,
                     csa,
-                    bd.as_ptr(),
+                    b.as_ptr(),
                     rsb,
                     csb,
-                    0.0,
-                    cd.as_mut_ptr(),
+                    if accumulate { 1.0 } else { 0.0 },
+                    c.as_mut_ptr(),
                     rsc,
                     1,
                 )
@@ -319,24 +355,22 @@ fn dots<A: Accum>(a: &Operand<'_, A>, b: &Operand<'_, A>, c: &mut [A], ldc: usiz
         return;
     }
     if TypeId::of::<A>() == TypeId::of::<f64>() {
-        if let (Some(ad), Some(bd), Some(cd)) =
-            (cast::<A, f64>(ad), cast::<A, f64>(bd), cast_mut(c))
-        {
+        if let (Some(a), Some(b), Some(c)) = (cast::<A, f64>(a), cast::<A, f64>(b), cast_mut(c)) {
             // SAFETY: as for sgemm above.
             unsafe {
                 matrixmultiply::dgemm(
                     rows,
-                    d,
+                    k,
                     cols,
                     1.0,
-                    ad.as_ptr(),
+                    a.as_ptr(),
                     rsa,
                     csa,
-                    bd.as_ptr(),
+                    b.as_ptr(),
                     rsb,
                     csb,
-                    0.0,
-                    cd.as_mut_ptr(),
+                    if accumulate { 1.0 } else { 0.0 },
+                    c.as_mut_ptr(),
                     rsc,
                     1,
                 )
@@ -345,14 +379,15 @@ fn dots<A: Accum>(a: &Operand<'_, A>, b: &Operand<'_, A>, c: &mut [A], ldc: usiz
         return;
     }
     // Every accumulator is f32 or f64; this plain loop only keeps the function total.
+    let at =
+        |x: &[A], i: usize, j: usize, rs: isize, cs: isize| x[i * rs as usize + j * cs as usize];
     for r in 0..rows {
         for j in 0..cols {
-            let mut s = A::ZERO;
-            for k in 0..d {
-                s = s + ad[r * rsa as usize + k * csa as usize]
-                    * bd[k * rsb as usize + j * csb as usize];
-            }
-            c[r * ldc + j] = s;
+            let s = (0..k).fold(A::ZERO, |s, q| {
+                s + at(a, r, q, rsa, csa) * at(b, q, j, rsb, csb)
+            });
+            let o = &mut c[r * ldc + j];
+            *o = if accumulate { *o + s } else { s };
         }
     }
 }
