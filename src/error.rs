@@ -118,6 +118,16 @@ pub enum Error {
     /// The device ran out of memory for an output or a scratch buffer.
     #[error("CUDA device out of memory while allocating {bytes} bytes for {what}")]
     OutOfMemory { what: &'static str, bytes: usize },
+    /// A caller's progress callback asked the streaming engine to stop; nothing was handed
+    /// on after that.
+    #[error("stopped by the caller before the work was done")]
+    Cancelled,
+    /// An operation this build or this device cannot run.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A broken promise inside cosim (a bug): please report it with the message.
+    #[error("internal error in cosim: {0}")]
+    Internal(String),
     /// A kernel module did not load, most often because the driver is older than the CUDA
     /// that built the kernels.
     #[cfg(feature = "cuda")]

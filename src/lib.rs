@@ -33,6 +33,7 @@ mod error;
 pub mod pairwise;
 pub mod plan;
 pub mod shard;
+pub mod stream;
 
 /// The cudarc this crate is built against, for creating buffers and streams that match.
 #[cfg(feature = "cuda")]

@@ -395,6 +395,26 @@ pub struct SetScores<V> {
     pub shape: Vec<usize>,
 }
 
+/// A pairwise operation, as the sizing functions name it (the device memory a call takes
+/// depends on which result it computes: `Cuda::pair_workspace_bytes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairOp {
+    /// The whole matrix `[B, N, M]`.
+    Matrix,
+    /// The matrix in blocks of whole rows of at most `budget` bytes each.
+    MatrixBlocks { budget: usize },
+    /// The `k` best of every row.
+    TopK(usize),
+    /// Every row's best.
+    Argmax,
+    /// Every row's mean.
+    RowMean,
+    /// Every matrix's mean.
+    Mean,
+    /// Greedy matching scores (precision, recall, F1).
+    SetSimilarity,
+}
+
 /// One finished block of rows of a matrix computed block by block.
 #[derive(Debug)]
 pub struct MatrixBlock<V> {

@@ -28,6 +28,7 @@ mod launch;
 mod pair_backward;
 mod pair_reduce;
 mod pair_topk;
+mod pair_workspace;
 mod pairwise;
 mod timing;
 #[rustfmt::skip]
@@ -210,6 +211,11 @@ impl Cuda {
     /// [`Cuda::with_top_k_scratch_limit`]).
     pub fn top_k_scratch_limit(&self) -> usize {
         self.topk_scratch
+    }
+
+    /// The device's streaming multiprocessors.
+    pub fn multiprocessors(&self) -> usize {
+        self.sms
     }
 
     /// The stream all work of this handle is queued on.

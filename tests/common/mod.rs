@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod pairwise;
+pub mod stream;
 
 use cosim::Element;
 use rand::rngs::SmallRng;

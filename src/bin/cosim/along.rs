@@ -1,6 +1,5 @@
 //! `cosim along`: cosine similarity along one dim of two broadcasting arrays.
 
-use crate::blocks::{self, Op};
 use crate::dtype::{with_dtype, Compute};
 use crate::error::Result;
 use crate::inputs::Inputs;
@@ -8,6 +7,7 @@ use crate::options::GlobalOpts;
 use crate::output::Output;
 use crate::progress::Progress;
 use cosim::plan::Plan;
+use cosim::stream::{elementwise, Elementwise};
 use cosim::Device;
 use std::path::PathBuf;
 
@@ -75,8 +75,16 @@ fn compute<T: Compute>(
     progress.phase("reading inputs");
     let (a, b) = (inputs.a.values::<T>(), inputs.b.values::<T>());
     progress.phase(format!("computing on {}", device.describe()));
-    let op = Op::Along(args.dim);
-    let s = blocks::compute(device, op, inputs, &a, &b, args.eps, g.block_bytes)?;
+    let op = Elementwise::Along(args.dim);
+    let s = elementwise(
+        device,
+        op,
+        (&a, &inputs.a.shape),
+        (&b, &inputs.b.shape),
+        args.eps,
+        g.block_bytes,
+    )
+    .map_err(|e| inputs.refusal(e))?;
     progress.phase(format!("writing {}", out.path().display()));
     out.write_npy(&s.shape, &s.values)?;
     drop(progress);

@@ -1,7 +1,7 @@
 //! `cosim bench`: the library's benchmark suite ([`crate::suite`]), the same one
 //! `cargo bench --bench cosim_bench` runs.
 
-use crate::error::Result;
+use crate::error::{CliError, Result};
 use crate::options::{DeviceArg, GlobalOpts};
 use crate::suite::{self, SuiteOptions};
 
@@ -34,12 +34,17 @@ pub struct BenchArgs {
 /// # Errors
 /// A device failure during the GPU section (exit code 1), or a file that cannot be written.
 pub fn run(args: &BenchArgs, g: &GlobalOpts) -> Result<()> {
-    let (cpu_only, gpu_only, ordinal) = match g.device {
+    let (cpu_only, gpu_only, ordinal) = match &g.device {
         DeviceArg::Auto => (false, false, 0),
         DeviceArg::Cpu => (true, false, 0),
         DeviceArg::Cuda(n) => {
             g.device()?; // a clear error, exit code 1, when that GPU cannot be used
-            (false, true, n)
+            (false, true, n.first().copied().unwrap_or(0))
+        }
+        DeviceArg::CudaAll => {
+            return Err(CliError::usage(
+                "--device cuda:all: the benchmark suite measures one device; name it (cuda:N)",
+            ))
         }
     };
     suite::run(&SuiteOptions {

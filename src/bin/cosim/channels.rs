@@ -1,7 +1,6 @@
 //! `cosim channels`: per-channel cosine similarity of flattened maps, and optionally the
 //! second input reweighted per channel by it.
 
-use crate::blocks::{self, Op};
 use crate::dtype::{with_dtype, Compute};
 use crate::error::Result;
 use crate::inputs::Inputs;
@@ -9,6 +8,7 @@ use crate::options::GlobalOpts;
 use crate::output::Output;
 use crate::progress::Progress;
 use cosim::plan::Plan;
+use cosim::stream::{elementwise, Elementwise};
 use cosim::Device;
 use std::path::PathBuf;
 
@@ -97,10 +97,18 @@ fn compute<T: Compute>(
     progress.phase(format!("computing on {}", device.describe()));
     let from = args.flatten_from;
     let op = match weighted {
-        Some(_) => Op::Reweight(from),
-        None => Op::Channels(from),
+        Some(_) => Elementwise::Reweight(from),
+        None => Elementwise::Channels(from),
     };
-    let r = blocks::compute(device, op, inputs, &a, &b, args.eps, g.block_bytes)?;
+    let r = elementwise(
+        device,
+        op,
+        (&a, &inputs.a.shape),
+        (&b, &inputs.b.shape),
+        args.eps,
+        g.block_bytes,
+    )
+    .map_err(|e| inputs.refusal(e))?;
     progress.phase(format!("writing {}", out.path().display()));
     out.write_npy(&r.shape, &r.values)?;
     if let (Some(w), Some((values, shape))) = (weighted.as_mut(), &r.weighted) {

@@ -8,6 +8,8 @@ use std::path::Path;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code for a failure while running: the device, or writing a result.
 pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code after Ctrl-C (or SIGTERM, SIGHUP), as shells report a SIGINT.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// A failure to report: printed as `error: <message>` on one line, then the process exits
 /// with `code`.
@@ -60,6 +62,13 @@ impl fmt::Display for CliError {
 impl From<cosim::Error> for CliError {
     /// Library refusals (shapes, dims, eps) are input errors; device failures are runtime ones.
     fn from(e: cosim::Error) -> CliError {
+        if matches!(e, cosim::Error::Cancelled) {
+            // The only caller that stops the library's work is the interrupt handler.
+            return CliError {
+                code: EXIT_INTERRUPTED,
+                message: "interrupted; no output written".into(),
+            };
+        }
         CliError {
             code: library_code(&e),
             message: e.to_string(),

@@ -9,9 +9,7 @@
 
 mod along;
 mod bench;
-mod blocks;
 mod channels;
-mod chunks;
 mod demo;
 mod dtype;
 mod error;
@@ -22,7 +20,6 @@ mod options;
 mod output;
 mod pairwise;
 #[cfg(feature = "cuda")]
-mod pinned;
 mod progress;
 mod shards;
 mod suite;

@@ -8,13 +8,15 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Where to compute, as given on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceArg {
     /// The GPU when it can be used, else the CPU.
     Auto,
     Cpu,
-    /// A CUDA device by ordinal.
-    Cuda(usize),
+    /// CUDA devices by ordinal (`cuda:0,1`; one for every subcommand but `pairwise`).
+    Cuda(Vec<usize>),
+    /// Every CUDA device of the machine (`cuda:all`).
+    CudaAll,
 }
 
 impl FromStr for DeviceArg {
@@ -23,12 +25,23 @@ impl FromStr for DeviceArg {
         match s {
             "auto" => Ok(DeviceArg::Auto),
             "cpu" => Ok(DeviceArg::Cpu),
-            "cuda" => Ok(DeviceArg::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceArg::Cuda)
-                .ok_or_else(|| format!("'{s}' is not a device: use auto, cpu, cuda or cuda:N")),
+            "cuda" => Ok(DeviceArg::Cuda(vec![0])),
+            "cuda:all" => Ok(DeviceArg::CudaAll),
+            _ => {
+                let bad = || {
+                    format!("'{s}' is not a device: use auto, cpu, cuda, cuda:N, cuda:N,M,… or cuda:all")
+                };
+                let list = s.strip_prefix("cuda:").ok_or_else(bad)?;
+                let mut ordinals = Vec::new();
+                for n in list.split(',') {
+                    let n: usize = n.trim().parse().map_err(|_| bad())?;
+                    if ordinals.contains(&n) {
+                        return Err(format!("'{s}' names device {n} twice"));
+                    }
+                    ordinals.push(n);
+                }
+                Ok(DeviceArg::Cuda(ordinals))
+            }
         }
     }
 }
@@ -38,7 +51,11 @@ impl fmt::Display for DeviceArg {
         match self {
             DeviceArg::Auto => f.write_str("auto"),
             DeviceArg::Cpu => f.write_str("cpu"),
-            DeviceArg::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceArg::Cuda(n) => {
+                let list: Vec<String> = n.iter().map(usize::to_string).collect();
+                write!(f, "cuda:{}", list.join(","))
+            }
+            DeviceArg::CudaAll => f.write_str("cuda:all"),
         }
     }
 }
@@ -46,7 +63,8 @@ impl fmt::Display for DeviceArg {
 /// Options shared by all subcommands.
 #[derive(clap::Args, Clone, Debug)]
 pub struct GlobalOpts {
-    /// Where to compute: auto (the GPU when usable, else the CPU), cpu, cuda or cuda:N.
+    /// Where to compute: auto (the GPU when usable, else the CPU), cpu, cuda or cuda:N;
+    /// `pairwise` also takes several GPUs: cuda:0,1 or cuda:all.
     #[arg(long, global = true, default_value = "auto", value_name = "DEVICE")]
     pub device: DeviceArg,
     /// Compute in this type (inputs are converted; results are written in it, bf16 as f32).
@@ -78,24 +96,62 @@ impl GlobalOpts {
     /// not the GPU).
     ///
     /// # Errors
-    /// A runtime error (exit code 1) if an explicitly requested CUDA device cannot be used.
+    /// A runtime error (exit code 1) if an explicitly requested CUDA device cannot be used; a
+    /// usage error for a list of several (only `pairwise` takes them).
     pub fn device(&self) -> Result<Device> {
-        let (device, why_not_gpu) = match self.device {
+        let mut devices = self.devices()?;
+        match (devices.pop(), devices.is_empty()) {
+            (Some(d), true) => Ok(d),
+            _ => Err(CliError::usage(format!(
+                "--device {}: only `cosim pairwise` runs on several devices; name one",
+                self.device
+            ))),
+        }
+    }
+
+    /// The devices `--device` names (several for `cuda:0,1` and `cuda:all`), said on stderr
+    /// as [`GlobalOpts::device`] says them.
+    ///
+    /// # Errors
+    /// A runtime error (exit code 1) if a named CUDA device cannot be used.
+    pub fn devices(&self) -> Result<Vec<Device>> {
+        let (devices, why_not_gpu) = match &self.device {
             DeviceArg::Auto => {
                 let (d, why) = Device::auto();
-                (d, why.map(|e| e.to_string()))
+                (vec![d], why.map(|e| e.to_string()))
             }
-            DeviceArg::Cpu => (Device::Cpu, None),
-            DeviceArg::Cuda(n) => (cuda(n)?, None),
+            DeviceArg::Cpu => (vec![Device::Cpu], None),
+            DeviceArg::Cuda(list) => (list.iter().map(|&n| cuda(n)).collect::<Result<_>>()?, None),
+            DeviceArg::CudaAll => (every_cuda()?, None),
         };
         if !self.quiet {
-            match why_not_gpu {
-                Some(why) => eprintln!("device: {} (GPU not used: {why})", device.describe()),
-                None => eprintln!("device: {}", device.describe()),
+            for d in &devices {
+                match &why_not_gpu {
+                    Some(why) => eprintln!("device: {} (GPU not used: {why})", d.describe()),
+                    None => eprintln!("device: {}", d.describe()),
+                }
             }
         }
-        Ok(device)
+        Ok(devices)
     }
+}
+
+/// Every CUDA device of the machine.
+#[cfg(feature = "cuda")]
+fn every_cuda() -> Result<Vec<Device>> {
+    let count = cosim::cuda::device_count()
+        .map_err(|e| CliError::runtime(format!("--device cuda:all: {e}")))?;
+    if count == 0 {
+        return Err(CliError::runtime("--device cuda:all: no CUDA device found"));
+    }
+    (0..count).map(cuda).collect()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn every_cuda() -> Result<Vec<Device>> {
+    Err(CliError::runtime(
+        "--device cuda:all: this cosim was built without the `cuda` feature",
+    ))
 }
 
 #[cfg(feature = "cuda")]
@@ -120,8 +176,13 @@ mod tests {
     fn device_names_parse() {
         assert_eq!("auto".parse(), Ok(DeviceArg::Auto));
         assert_eq!("cpu".parse(), Ok(DeviceArg::Cpu));
-        assert_eq!("cuda".parse(), Ok(DeviceArg::Cuda(0)));
-        assert_eq!("cuda:3".parse(), Ok(DeviceArg::Cuda(3)));
+        assert_eq!("cuda".parse(), Ok(DeviceArg::Cuda(vec![0])));
+        assert_eq!("cuda:3".parse(), Ok(DeviceArg::Cuda(vec![3])));
+        assert_eq!("cuda:0,1".parse(), Ok(DeviceArg::Cuda(vec![0, 1])));
+        assert_eq!("cuda:all".parse(), Ok(DeviceArg::CudaAll));
+        assert_eq!(DeviceArg::Cuda(vec![2, 0]).to_string(), "cuda:2,0");
+        assert!("cuda:0,0".parse::<DeviceArg>().is_err());
+        assert!("cuda:0,".parse::<DeviceArg>().is_err());
         assert!("gpu".parse::<DeviceArg>().is_err());
         assert!("cuda:x".parse::<DeviceArg>().is_err());
     }

@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tempfile::NamedTempFile;
 use zip::write::SimpleFileOptions;
@@ -32,17 +33,51 @@ fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// On Ctrl-C, SIGTERM or SIGHUP, deletes the pending temporary files and exits with 130.
+/// Ctrl-C, SIGTERM and SIGHUP received so far.
+static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+/// Whether the running work stops by itself at the next step once interrupted (a streamed
+/// job polls [`interrupted`] from its progress callback).
+static COOPERATIVE: AtomicBool = AtomicBool::new(false);
+
+/// On Ctrl-C, SIGTERM or SIGHUP: during cooperative work (see [`Cooperative`]) the first
+/// one only asks it to stop, which it does after its current step, leaving no output; else
+/// (or on a second one) deletes the pending temporary files and exits with 130 at once.
 pub fn install_interrupt_cleanup() {
     // Failing to install (another handler exists) only loses the cleanup, not correctness:
     // the temporary files never carry the output's name.
     let _ = ctrlc::set_handler(|| {
+        let n = INTERRUPTS.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == 1 && COOPERATIVE.load(Ordering::SeqCst) {
+            eprintln!("\ninterrupted: stopping after the current chunk pair (again to stop now)");
+            return;
+        }
         for path in pending().drain(..) {
             let _ = std::fs::remove_file(path);
         }
         eprintln!("error: interrupted; no output written");
         std::process::exit(130);
     });
+}
+
+/// Whether Ctrl-C (or SIGTERM, SIGHUP) has been received.
+pub fn interrupted() -> bool {
+    INTERRUPTS.load(Ordering::SeqCst) > 0
+}
+
+/// While alive, an interrupt asks the work to stop instead of ending the process.
+pub struct Cooperative;
+
+impl Cooperative {
+    pub fn start() -> Cooperative {
+        COOPERATIVE.store(true, Ordering::SeqCst);
+        Cooperative
+    }
+}
+
+impl Drop for Cooperative {
+    fn drop(&mut self) {
+        COOPERATIVE.store(false, Ordering::SeqCst);
+    }
 }
 
 /// An output file being written.

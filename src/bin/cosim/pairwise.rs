@@ -11,24 +11,19 @@
 //! `--block-bytes` forces it) are cut into chunks and run chunk pair by chunk pair, the
 //! results merged on the host: see [`crate::chunks`].
 
-mod backend;
-
-use crate::chunks::{Chunked, Chunks};
 use crate::dtype::{with_dtype, Compute};
 use crate::error::{CliError, Result};
 use crate::inputs::Inputs;
 use crate::npy::NpyInput;
 use crate::options::GlobalOpts;
-use crate::output::Output;
+use crate::output::{Cooperative, Output};
 use crate::progress::Progress;
-#[cfg(feature = "cuda")]
-use backend::gpu;
-pub use backend::Backend;
-use backend::Cpu;
 use cosim::pairwise::{Layout, PairPlan, Precision, SetScores, TopK};
 use cosim::shard::Shard;
+use cosim::stream::{PairStream, StreamElement};
 use cosim::Device;
 use std::fmt::Write as _;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 /// The long help: semantics, layouts, modes, which score means what.
@@ -339,33 +334,21 @@ pub fn run(args: &PairwiseArgs, g: &GlobalOpts) -> Result<()> {
         quiet: g.quiet,
         shard: args.shard,
     };
-    let device = g.device()?;
-    match &device {
-        Device::Cpu => {
-            with_dtype!(inputs.dtype, T => job.compute::<T>(&Cpu, out, g.block_bytes))
+    let devices = g.devices()?;
+    let gpu = devices.iter().any(|d| !matches!(d, Device::Cpu));
+    let cpu = [Device::Cpu];
+    let chunk = g.block_bytes;
+    with_dtype!(inputs.dtype, T => {
+        if gpu && T::DTYPE == crate::dtype::Dtype::F64 {
+            g.note(
+                "the GPU's pairwise kernels take float16, bfloat16 and float32: computing \
+                 float64 on the CPU (--dtype f32 runs it on the GPU)",
+            );
+            job.compute::<T>(&cpu, out, chunk)
+        } else {
+            job.compute::<T>(&devices, out, chunk)
         }
-        #[cfg(feature = "cuda")]
-        Device::Cuda(c) => {
-            use crate::dtype::Dtype;
-            let gpu = gpu::Gpu(c, g);
-            let chunk = |elem| {
-                g.block_bytes
-                    .or_else(|| gpu::chunk_bytes(c, &plan, mode, args.budget, elem))
-            };
-            match inputs.dtype {
-                Dtype::F16 => job.compute::<cosim::f16>(&gpu, out, chunk(2)),
-                Dtype::Bf16 => job.compute::<cosim::bf16>(&gpu, out, chunk(2)),
-                Dtype::F32 => job.compute::<f32>(&gpu, out, chunk(4)),
-                Dtype::F64 => {
-                    g.note(
-                        "the GPU's pairwise kernels take float16, bfloat16 and float32: \
-                         computing float64 on the CPU (--dtype f32 runs it on the GPU)",
-                    );
-                    job.compute::<f64>(&Cpu, out, g.block_bytes)
-                }
-            }
-        }
-    }
+    })
 }
 
 /// Opens a weights file (`--weights-a` or `--weights-b`) and checks that it holds one value
@@ -407,14 +390,13 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Computes the mode on `backend` in `T`, writes `out` (created by [`run`] when the mode
-    /// writes a file) and commits it, then prints what the mode prints.
-    ///
-    /// With `chunk_bytes`, sets that do not fit in chunks of that many bytes are cut into
-    /// chunks of whole vectors and run chunk pair by chunk pair ([`crate::chunks`]).
-    fn compute<T: Compute>(
+    /// Computes the mode on `devices` in `T` through the library's streaming engine (which
+    /// cuts the sets into chunks when they do not fit a device, or of at most `chunk_bytes`
+    /// when given), writes `out` (created by [`run`] when the mode writes a file) and commits
+    /// it, then prints what the mode prints.
+    fn compute<T: Compute + StreamElement>(
         &self,
-        backend: &dyn Backend<T>,
+        devices: &[Device],
         out: Option<Output>,
         chunk_bytes: Option<usize>,
     ) -> Result<()> {
@@ -433,72 +415,58 @@ impl Job<'_> {
             Some((b, p)) => (b, p),
             None => (&b_whole, self.plan),
         };
-        let on = backend.name();
+        let on: Vec<String> = devices.iter().map(Device::describe).collect();
+        let on = on.join(" + ");
         progress.phase(format!("computing on {on}"));
-        let elem = std::mem::size_of::<T>();
-        let rows_cap = match self.mode {
-            Mode::Matrix(_) => Some(plan.rows_per_block(self.budget, elem)),
-            _ => None,
+        let on_progress = |p: cosim::stream::Progress| {
+            if p.total > 1 {
+                progress.phase(format!(
+                    "computing on {on}: chunk pair {} of {}",
+                    p.done, p.total
+                ));
+            }
+            if crate::output::interrupted() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         };
-        let chunks = chunk_bytes.and_then(|bytes| Chunks::plan(plan, bytes, elem, rows_cap));
-        let on_pair = |done: usize, total: usize| {
-            progress.phase(format!("computing on {on}: chunk pair {done} of {total}"));
-        };
-        let chunked = match chunks {
-            Some(c) => Some(Chunked::new(plan, &a, b, c, backend, &on_pair).map_err(refusal)?),
-            None => None,
-        };
+        let mut stream = PairStream::new(plan, &a, b)
+            .and_then(|s| s.on(devices))
+            .map_err(refusal)?
+            .block_bytes(self.budget)
+            .on_progress(&on_progress);
+        if let Some(bytes) = chunk_bytes {
+            stream = stream.chunk_bytes(bytes);
+        }
+        let _cooperative = Cooperative::start();
         let mut out = out;
         let mut printed = String::new();
         match (self.mode, out.as_mut()) {
             (Mode::Matrix(_), Some(o)) => {
-                let shape = plan.matrix_shape();
-                let name = o.path().display().to_string();
-                let mut file = o.npy_stream::<T>(&shape)?;
-                let (total, mut done) = (plan.batch * plan.n, 0usize);
-                match &chunked {
-                    Some(c) => c.matrix(self.budget, &mut |block| file.append(block))?,
-                    None => backend.matrix_blocks(plan, &a, b, self.budget, &mut |blk| {
-                        file.append(blk.values)?;
-                        done += blk.rows;
-                        progress.phase(format!("{on} -> {name}: {done} of {total} rows"));
-                        Ok(())
-                    })?,
-                }
+                let mut file = o.npy_stream::<T>(&plan.matrix_shape())?;
+                stream.matrix(|blk| file.append(blk.values))?;
                 file.finish()?;
             }
             (Mode::TopK(k, _), Some(o)) => {
                 // A shard narrower than k gives all of its columns.
-                let k = k.min(plan.m);
-                let t = match &chunked {
-                    Some(c) => c.best(Some(k))?,
-                    None => backend.top_k(plan, &a, b, k).map_err(refusal)?,
-                };
+                let t = stream.top_k(k.min(plan.m)).map_err(refusal)?;
                 self.write_best(o, t)?;
             }
             (Mode::Argmax(_), Some(o)) => {
-                let t = match &chunked {
-                    Some(c) => c.best(None)?,
-                    None => backend.argmax(plan, &a, b).map_err(refusal)?,
-                };
+                let t = stream.argmax().map_err(refusal)?;
                 self.write_best(o, t)?;
             }
             (Mode::RowMean(_), Some(o)) => {
-                let v = match &chunked {
-                    Some(c) => c.row_mean()?,
-                    None => backend.row_mean(plan, &a, b).map_err(refusal)?,
-                };
-                o.write_npy(&plan.row_shape(), &v)?;
+                let v = stream.row_mean().map_err(refusal)?;
+                o.write_npy(&v.shape, &v.values)?;
             }
             (Mode::Mean(_), o) => {
-                let v = match &chunked {
-                    Some(c) => c.mean()?,
-                    None => backend.mean(plan, &a, b).map_err(refusal)?,
-                };
+                let v = stream.mean().map_err(refusal)?;
                 if let Some(o) = o {
-                    o.write_npy(&plan.batch_shape(), &v)?;
+                    o.write_npy(&v.shape, &v.values)?;
                 }
-                for (i, v) in v.iter().enumerate() {
+                for (i, v) in v.values.iter().enumerate() {
                     let _ = writeln!(printed, "{}mean {v}", label(plan, i));
                 }
             }
@@ -507,12 +475,9 @@ impl Job<'_> {
                     .weights
                     .each_ref()
                     .map(|w| w.as_ref().map(NpyInput::values::<T>));
-                let s = match &chunked {
-                    Some(c) => c.greedy(wa.as_deref(), wb.as_deref())?,
-                    None => backend
-                        .greedy(plan, &a, b, wa.as_deref(), wb.as_deref())
-                        .map_err(refusal)?,
-                };
+                let s = stream
+                    .set_similarity(wa.as_deref(), wb.as_deref())
+                    .map_err(refusal)?;
                 if let Some(o) = o {
                     write_scores(o, &s)?;
                 }

@@ -1,7 +1,8 @@
-//! Page-locked host buffers for the GPU pipelines (`blocks` and `pipeline`): copies from
-//! them run asynchronously, so staging the next piece of work overlaps the current one.
+//! Page-locked host buffers for the GPU pipeline: copies from them run asynchronously, so
+//! staging the next piece of work overlaps the current one.
 
-use cosim::cudarc::driver::{
+use crate::error::{Error, Result};
+use cudarc::driver::{
     CudaContext, CudaStream, DevicePtr, DeviceRepr, HostSlice, PinnedHostSlice, ValidAsZeroBits,
 };
 use std::sync::Arc;
@@ -16,9 +17,9 @@ pub fn pinned<T: DeviceRepr + ValidAsZeroBits>(
     ctx: &Arc<CudaContext>,
     len: usize,
     write_combined: bool,
-) -> cosim::Result<PinnedHostSlice<T>> {
+) -> Result<PinnedHostSlice<T>> {
     let flags = if write_combined {
-        cosim::cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED
+        cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED
     } else {
         0
     };
@@ -41,17 +42,14 @@ pub fn download_front<E: DeviceRepr>(
     stream: &Arc<CudaStream>,
     src: &impl DevicePtr<E>,
     dst: &mut PinnedHostSlice<E>,
-) -> crate::error::Result<()> {
+) -> Result<()> {
     let n = src.len();
     if dst.len() < n {
-        return Err(crate::error::CliError::runtime(
-            "internal: a result longer than its pinned buffer",
+        return Err(Error::Internal(
+            "a result longer than its pinned buffer".into(),
         ));
     }
-    stream
-        .context()
-        .bind_to_thread()
-        .map_err(cosim::Error::from)?;
+    stream.context().bind_to_thread()?;
     let (from, _read) = src.device_ptr(stream);
     // SAFETY: the slice is used only by the copy queued on `stream` below; its guard records
     // the pinned buffer's event after it, so a later host access waits for the copy.
@@ -59,9 +57,6 @@ pub fn download_front<E: DeviceRepr>(
     // SAFETY: `to[..n]` is valid pinned host memory for n elements and `from` holds n
     // elements of the same type on `stream`'s device; both stay alive until the guards above
     // have recorded the copy's completion events.
-    unsafe {
-        cosim::cudarc::driver::result::memcpy_dtoh_async(&mut to[..n], from, stream.cu_stream())
-    }
-    .map_err(cosim::Error::from)?;
+    unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut to[..n], from, stream.cu_stream()) }?;
     Ok(())
 }

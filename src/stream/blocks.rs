@@ -1,22 +1,21 @@
-//! Jobs too large for the GPU's memory, run in blocks of rows along dim 0 of the broadcast
+//! The elementwise family (cosine along a dim, per-channel similarity, reweighting) on host
+//! inputs too large for the GPU's memory, run in blocks of rows along dim 0 of the broadcast
 //! shape: each block's rows of the inputs are staged in pinned host buffers and copied up on
 //! one of two streams while the other stream computes, and its results copied back the same
 //! way. An input broadcast along dim 0 (size 1 there, or of lower rank) goes up once, whole.
 //!
-//! The cut itself ([`Blocks`]) is plain arithmetic, run on the CPU too when `--block-bytes`
-//! forces blocks there, which is how the tests check that a blocked job gives exactly what
-//! the whole job gives.
+//! The cut itself ([`Blocks`]) is plain arithmetic, run on the CPU too when a caller forces
+//! blocks there, which is how the tests check that a blocked job gives exactly what the
+//! whole job gives.
 
-use crate::dtype::Compute;
-use crate::error::{CliError, Result};
-use crate::inputs::Inputs;
-use cosim::plan::Plan;
-use cosim::{cpu, Device};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::{cpu, AnyElement, Device};
 use std::ops::Range;
 
-/// What a job computes.
-#[derive(Clone, Copy, Debug)]
-pub enum Op {
+/// What an elementwise job computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elementwise {
     /// Cosine along a dim.
     Along(isize),
     /// Per channel, flattened from a dim.
@@ -25,7 +24,8 @@ pub enum Op {
     Reweight(usize),
 }
 
-/// A job's results: the similarities, and the weighted tensor for [`Op::Reweight`].
+/// A job's results: the similarities, and the weighted tensor for [`Elementwise::Reweight`].
+#[derive(Clone, Debug, PartialEq)]
 pub struct Computed<T> {
     pub values: Vec<T>,
     pub shape: Vec<usize>,
@@ -36,46 +36,49 @@ pub struct Computed<T> {
 #[cfg(feature = "cuda")]
 const GPU_BLOCK_BYTES: usize = 256 << 20;
 
-/// Runs `op` on `device`, whole, or in blocks when the GPU could not hold it (or when
-/// `block_bytes` forces blocks of at most that many bytes, on any device).
+/// Runs `op` on the inputs `a` (shape `sa`) and `b` (shape `sb`) on `device`: whole, or in blocks
+/// of rows along dim 0 when the GPU could not hold it (its inputs, outputs and the call's
+/// scratch, from [`crate::cuda::Cuda::scratch_bytes`], against 80% of its free memory), or
+/// when `block_bytes` forces blocks of at most that many bytes, on any device.
 ///
 /// # Errors
-/// Library refusals and device failures, with both inputs named.
-pub fn compute<T: Compute>(
+/// As the whole calls ([`crate::cpu::cosine_similarity`] and its siblings);
+/// [`Error::Unsupported`] when one row of dim 0 alone is larger than a block may be; device
+/// failures.
+#[allow(clippy::too_many_arguments)]
+pub fn elementwise<T: AnyElement>(
     device: &Device,
-    op: Op,
-    inputs: &Inputs,
-    a: &[T],
-    b: &[T],
+    op: Elementwise,
+    (a, sa): (&[T], &[usize]),
+    (b, sb): (&[T], &[usize]),
     eps: Option<f64>,
     block_bytes: Option<usize>,
 ) -> Result<Computed<T>> {
-    let (sa, sb) = (&inputs.a.shape, &inputs.b.shape);
     let plan = match op {
-        Op::Along(dim) => Plan::along(sa, sb, dim, eps),
-        Op::Channels(from) | Op::Reweight(from) => Plan::flattened(sa, sb, from, eps),
-    }
-    .map_err(|e| inputs.refusal(e))?;
+        Elementwise::Along(dim) => Plan::along(sa, sb, dim, eps),
+        Elementwise::Channels(from) | Elementwise::Reweight(from) => {
+            Plan::flattened(sa, sb, from, eps)
+        }
+    }?;
+    plan.check_inputs(a.len(), b.len(), sa, sb)?;
     let budget = match block_bytes {
         Some(n) => Some(n),
-        None => gpu_budget::<T>(device, op, &plan, a.len(), b.len()),
+        None => gpu_budget::<T>(device, op, &plan, a.len(), b.len())?,
     };
     let elem = std::mem::size_of::<T>();
     let blocks = budget.and_then(|bytes| Blocks::plan(op, &plan, sa, sb, bytes, elem));
     let Some(blocks) = blocks else {
-        return whole(device, op, inputs, a, b, eps);
+        return whole(device, op, (a, sa), (b, sb), eps);
     };
     if blocks.per_block == 0 {
-        return Err(CliError::runtime(format!(
-            "{} vs {}: one row of dim 0 needs {} bytes, more than a block may hold",
-            inputs.a.describe(),
-            inputs.b.describe(),
+        return Err(Error::Unsupported(format!(
+            "one row of dim 0 of {sa:?} vs {sb:?} needs {} bytes, more than a block may hold",
             blocks.row_bytes(elem)
         )));
     }
-    let mut values = vec![T::round_f64(0.0); plan.out_len()];
+    let mut values = vec![T::from_f64(0.0); plan.out_len()];
     let mut weighted = match op {
-        Op::Reweight(_) => Some(vec![T::round_f64(0.0); plan.out_len() * plan.reduce.len]),
+        Elementwise::Reweight(_) => Some(vec![T::from_f64(0.0); plan.out_len() * plan.reduce.len]),
         _ => None,
     };
     match device {
@@ -91,8 +94,7 @@ pub fn compute<T: Compute>(
             &mut values,
             weighted.as_deref_mut(),
         ),
-    }
-    .map_err(|e| inputs.refusal(e))?;
+    }?;
     Ok(Computed {
         values,
         weighted: weighted.map(|w| (w, plan.weighted_shape())),
@@ -101,41 +103,32 @@ pub fn compute<T: Compute>(
 }
 
 /// The whole job in one call on `device`.
-fn whole<T: Compute>(
+fn whole<T: AnyElement>(
     device: &Device,
-    op: Op,
-    inputs: &Inputs,
-    a: &[T],
-    b: &[T],
+    op: Elementwise,
+    (a, sa): (&[T], &[usize]),
+    (b, sb): (&[T], &[usize]),
     eps: Option<f64>,
 ) -> Result<Computed<T>> {
-    let (sa, sb) = (&inputs.a.shape, &inputs.b.shape);
-    let refusal = |e| inputs.refusal(e);
     Ok(match op {
-        Op::Along(dim) => {
-            let s = device
-                .cosine_similarity(a, sa, b, sb, dim, eps)
-                .map_err(refusal)?;
+        Elementwise::Along(dim) => {
+            let s = device.cosine_similarity(a, sa, b, sb, dim, eps)?;
             Computed {
                 values: s.values,
                 shape: s.shape,
                 weighted: None,
             }
         }
-        Op::Channels(from) => {
-            let s = device
-                .channel_similarity(a, sa, b, sb, from, eps)
-                .map_err(refusal)?;
+        Elementwise::Channels(from) => {
+            let s = device.channel_similarity(a, sa, b, sb, from, eps)?;
             Computed {
                 values: s.values,
                 shape: s.shape,
                 weighted: None,
             }
         }
-        Op::Reweight(from) => {
-            let r = device
-                .reweight_channels(a, sa, b, sb, from, eps)
-                .map_err(refusal)?;
+        Elementwise::Reweight(from) => {
+            let r = device.reweight_channels(a, sa, b, sb, from, eps)?;
             Computed {
                 values: r.similarity,
                 shape: r.similarity_shape,
@@ -148,30 +141,38 @@ fn whole<T: Compute>(
 /// The bytes per block slot when the job does not fit in the GPU's free memory; `None`
 /// (run whole) on the CPU or when it fits.
 #[allow(unused_variables)]
-fn gpu_budget<T: Compute>(
+fn gpu_budget<T: AnyElement>(
     device: &Device,
-    op: Op,
+    op: Elementwise,
     plan: &Plan,
     len_a: usize,
     len_b: usize,
-) -> Option<usize> {
+) -> Result<Option<usize>> {
     #[cfg(feature = "cuda")]
     if let Device::Cuda(c) = device {
-        let (free, _) = c.stream().context().mem_get_info().ok()?;
+        let ctx = c.stream().context();
+        ctx.bind_to_thread()?;
+        let (free, _) = ctx.mem_get_info()?;
         let usable = free / 10 * 8;
         let weighted = match op {
-            Op::Reweight(_) => plan.out_len() * plan.reduce.len,
+            Elementwise::Reweight(_) => plan.out_len() * plan.reduce.len,
             _ => 0,
         };
-        let job = (len_a + len_b + plan.out_len() + weighted) * std::mem::size_of::<T>();
+        let job = (len_a + len_b + plan.out_len() + weighted)
+            .saturating_mul(std::mem::size_of::<T>())
+            .saturating_add(c.scratch_bytes::<T>(plan));
         if job <= usable {
-            return None;
+            return Ok(None);
         }
-        // Whatever goes up whole stays resident; two slots share the rest.
+        // Whatever goes up whole stays resident; two slots share the rest, less the scratch
+        // of each slot's call.
         let whole = (len_a + len_b) * std::mem::size_of::<T>();
-        return Some((usable.saturating_sub(whole) / 2).min(GPU_BLOCK_BYTES));
+        let rest = usable
+            .saturating_sub(whole)
+            .saturating_sub(2 * c.scratch_bytes::<T>(plan));
+        return Ok(Some((rest / 2).min(GPU_BLOCK_BYTES)));
     }
-    None
+    Ok(None)
 }
 
 /// One input's part in the blocks: cut along dim 0, or sent whole with every block.
@@ -226,7 +227,7 @@ impl Blocks {
     /// The cut of `op` into blocks of at most `budget` bytes; `None` when dim 0 is reduced
     /// (or flattened), has one row, or no input is cut along it.
     fn plan(
-        op: Op,
+        op: Elementwise,
         plan: &Plan,
         sa: &[usize],
         sb: &[usize],
@@ -236,8 +237,8 @@ impl Blocks {
         let shape = &plan.broadcast_shape;
         let rows = *shape.first()?;
         let keeps_dim0 = match op {
-            Op::Along(dim) => cosim::plan::wrap_dim(dim, shape).ok()? != 0,
-            Op::Channels(from) | Op::Reweight(from) => from > 0,
+            Elementwise::Along(dim) => crate::plan::wrap_dim(dim, shape).ok()? != 0,
+            Elementwise::Channels(from) | Elementwise::Reweight(from) => from > 0,
         };
         let (a, b) = (
             Part::new(sa, shape.len(), rows),
@@ -248,7 +249,7 @@ impl Blocks {
         }
         let out_row = plan.out_len() / rows;
         let weighted_row = match op {
-            Op::Reweight(_) => out_row * plan.reduce.len,
+            Elementwise::Reweight(_) => out_row * plan.reduce.len,
             _ => 0,
         };
         let mut blocks = Blocks {
@@ -279,28 +280,28 @@ impl Blocks {
 
 /// The blocks run one after the other on the CPU (for checking the cut; the CPU itself has
 /// no need for blocks).
-fn on_cpu<T: Compute>(
+fn on_cpu<T: AnyElement>(
     blocks: &Blocks,
-    op: Op,
+    op: Elementwise,
     a: &[T],
     b: &[T],
     eps: Option<f64>,
     values: &mut [T],
     mut weighted: Option<&mut [T]>,
-) -> cosim::Result<()> {
+) -> Result<()> {
     for r in blocks.ranges() {
         let (ra, sa) = blocks.a.block(a.len(), &r);
         let (rb, sb) = blocks.b.block(b.len(), &r);
         let (xa, xb) = (&a[ra], &b[rb]);
         let out = &mut values[r.start * blocks.out_row..r.end * blocks.out_row];
         match (op, weighted.as_deref_mut()) {
-            (Op::Along(dim), _) => {
+            (Elementwise::Along(dim), _) => {
                 cpu::cosine_similarity_into(out, xa, &sa, xb, &sb, dim, eps)?;
             }
-            (Op::Channels(from), _) | (Op::Reweight(from), None) => {
+            (Elementwise::Channels(from), _) | (Elementwise::Reweight(from), None) => {
                 cpu::channel_similarity_into(out, xa, &sa, xb, &sb, from, eps)?;
             }
-            (Op::Reweight(from), Some(w)) => {
+            (Elementwise::Reweight(from), Some(w)) => {
                 let w = &mut w[r.start * blocks.weighted_row..r.end * blocks.weighted_row];
                 cpu::reweight_channels_into(w, out, xa, &sa, xb, &sb, from, eps)?;
             }
@@ -314,16 +315,17 @@ fn on_cpu<T: Compute>(
 /// copied.
 #[cfg(feature = "cuda")]
 mod gpu {
-    use super::{Blocks, Op};
-    use crate::dtype::Compute;
-    use crate::pinned::pinned;
-    use cosim::cuda::Cuda;
-    use cosim::cudarc::driver::{CudaSlice, CudaStream, PinnedHostSlice};
+    use super::super::pinned::pinned;
+    use super::{Blocks, Elementwise};
+    use crate::cuda::Cuda;
+    use crate::error::Result;
+    use crate::AnyElement;
+    use cudarc::driver::{CudaSlice, CudaStream, PinnedHostSlice};
     use std::ops::Range;
     use std::sync::Arc;
 
     /// One input's buffers: staged and uploaded per block when cut, resident when whole.
-    enum Input<T: Compute> {
+    enum Input<T: AnyElement> {
         Cut {
             host: PinnedHostSlice<T>,
             dev: CudaSlice<T>,
@@ -332,7 +334,7 @@ mod gpu {
     }
 
     /// One slot of the pipeline.
-    struct Slot<T: Compute> {
+    struct Slot<T: AnyElement> {
         cuda: Cuda,
         stream: Arc<CudaStream>,
         a: Input<T>,
@@ -345,23 +347,23 @@ mod gpu {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn run<T: Compute>(
+    pub fn run<T: AnyElement>(
         cuda: &Cuda,
         blocks: &Blocks,
-        op: Op,
+        op: Elementwise,
         a: &[T],
         b: &[T],
         eps: Option<f64>,
         values: &mut [T],
         mut weighted: Option<&mut [T]>,
-    ) -> cosim::Result<()> {
+    ) -> Result<()> {
         let ctx = cuda.stream().context().clone();
         let n = blocks.per_block;
         // Inputs broadcast along dim 0 go up once and are read by both streams.
         let whole_a = cuda.upload(if blocks.a.row.is_none() { a } else { &[] })?;
         let whole_b = cuda.upload(if blocks.b.row.is_none() { b } else { &[] })?;
         cuda.stream().synchronize()?;
-        let input = |row: Option<usize>, stream: &Arc<CudaStream>| -> cosim::Result<Input<T>> {
+        let input = |row: Option<usize>, stream: &Arc<CudaStream>| -> Result<Input<T>> {
             Ok(match row {
                 Some(row) => Input::Cut {
                     host: pinned(&ctx, n * row, true)?,
@@ -374,7 +376,7 @@ mod gpu {
         for _ in 0..2 {
             let stream = ctx.new_stream()?;
             let w = match op {
-                Op::Reweight(_) => Some((
+                Elementwise::Reweight(_) => Some((
                     stream.alloc_zeros::<T>((n * blocks.weighted_row).max(1))?,
                     pinned(&ctx, n * blocks.weighted_row, false)?,
                 )),
@@ -411,15 +413,15 @@ mod gpu {
             };
             let mut out = slot.out_dev.slice_mut(0..r.len() * blocks.out_row);
             match (op, slot.w.as_mut()) {
-                (Op::Along(dim), _) => {
+                (Elementwise::Along(dim), _) => {
                     slot.cuda
                         .cosine_similarity_into(&mut out, &xa, &sa, &xb, &sb, dim, eps)?;
                 }
-                (Op::Channels(from), _) | (Op::Reweight(from), None) => {
+                (Elementwise::Channels(from), _) | (Elementwise::Reweight(from), None) => {
                     slot.cuda
                         .channel_similarity_into(&mut out, &xa, &sa, &xb, &sb, from, eps)?;
                 }
-                (Op::Reweight(from), Some((w_dev, w_host))) => {
+                (Elementwise::Reweight(from), Some((w_dev, w_host))) => {
                     let mut w = w_dev.slice_mut(0..r.len() * blocks.weighted_row);
                     slot.cuda
                         .reweight_channels_into(&mut w, &mut out, &xa, &sa, &xb, &sb, from, eps)?;
@@ -439,11 +441,11 @@ mod gpu {
 
     /// Copies a block's rows of a cut input into its pinned buffer (waiting until the
     /// buffer's previous upload is done) and queues their upload.
-    fn stage<T: Compute>(
+    fn stage<T: AnyElement>(
         stream: &Arc<CudaStream>,
         input: &mut Input<T>,
         rows: &[T],
-    ) -> cosim::Result<()> {
+    ) -> Result<()> {
         if let Input::Cut { host, dev } = input {
             host.as_mut_slice()?[..rows.len()].copy_from_slice(rows);
             stream.memcpy_htod(host, dev)?;
@@ -452,13 +454,13 @@ mod gpu {
     }
 
     /// Waits for a slot's downloads and copies its block's results into the outputs.
-    fn hand_back<T: Compute>(
+    fn hand_back<T: AnyElement>(
         slot: &Slot<T>,
         blocks: &Blocks,
         r: &Range<usize>,
         values: &mut [T],
         weighted: Option<&mut [T]>,
-    ) -> cosim::Result<()> {
+    ) -> Result<()> {
         let n = r.len() * blocks.out_row;
         values[r.start * blocks.out_row..r.end * blocks.out_row]
             .copy_from_slice(&slot.out_host.as_slice()?[..n]);
@@ -475,10 +477,10 @@ mod gpu {
 mod tests {
     use super::*;
 
-    fn blocks(op: Op, sa: &[usize], sb: &[usize], budget: usize) -> Option<Blocks> {
+    fn blocks(op: Elementwise, sa: &[usize], sb: &[usize], budget: usize) -> Option<Blocks> {
         let plan = match op {
-            Op::Along(d) => Plan::along(sa, sb, d, None),
-            Op::Channels(f) | Op::Reweight(f) => Plan::flattened(sa, sb, f, None),
+            Elementwise::Along(d) => Plan::along(sa, sb, d, None),
+            Elementwise::Channels(f) | Elementwise::Reweight(f) => Plan::flattened(sa, sb, f, None),
         }
         .ok()?;
         Blocks::plan(op, &plan, sa, sb, budget, 8)
@@ -486,29 +488,29 @@ mod tests {
 
     #[test]
     fn cuts_along_dim0_unless_it_is_reduced() {
-        let b = blocks(Op::Along(1), &[10, 4, 5], &[10, 4, 5], 8 * 3 * 45).unwrap();
+        let b = blocks(Elementwise::Along(1), &[10, 4, 5], &[10, 4, 5], 8 * 3 * 45).unwrap();
         // A row: 20 + 20 inputs + 5 outputs = 45 elements of 8 bytes; three fit.
         assert_eq!(b.per_block, 3);
         let r: Vec<_> = b.ranges().collect();
         assert_eq!(r, vec![0..3, 3..6, 6..9, 9..10]);
-        assert!(blocks(Op::Along(0), &[10, 4], &[10, 4], 1 << 20).is_none());
-        assert!(blocks(Op::Along(-3), &[10, 4, 5], &[10, 4, 5], 1 << 20).is_none());
-        assert!(blocks(Op::Channels(0), &[10, 4], &[10, 4], 1 << 20).is_none());
-        assert!(blocks(Op::Along(1), &[1, 4], &[1, 4], 1 << 20).is_none());
+        assert!(blocks(Elementwise::Along(0), &[10, 4], &[10, 4], 1 << 20).is_none());
+        assert!(blocks(Elementwise::Along(-3), &[10, 4, 5], &[10, 4, 5], 1 << 20).is_none());
+        assert!(blocks(Elementwise::Channels(0), &[10, 4], &[10, 4], 1 << 20).is_none());
+        assert!(blocks(Elementwise::Along(1), &[1, 4], &[1, 4], 1 << 20).is_none());
     }
 
     #[test]
     fn a_broadcast_input_goes_whole() {
-        let b = blocks(Op::Along(1), &[6, 4, 5], &[1, 4, 1], 1 << 20).unwrap();
+        let b = blocks(Elementwise::Along(1), &[6, 4, 5], &[1, 4, 1], 1 << 20).unwrap();
         assert!(b.a.row == Some(20) && b.b.row.is_none());
         let (r, s) = b.b.block(4, &(2..4));
         assert_eq!((r, s), (0..4, vec![1, 4, 1]));
         let (r, s) = b.a.block(120, &(2..4));
         assert_eq!((r, s), (40..80, vec![2, 4, 5]));
         // Lower rank broadcasts too.
-        let b = blocks(Op::Along(-1), &[6, 4, 5], &[5], 1 << 20).unwrap();
+        let b = blocks(Elementwise::Along(-1), &[6, 4, 5], &[5], 1 << 20).unwrap();
         assert!(b.b.row.is_none());
         // Nothing to cut: both broadcast along dim 0.
-        assert!(blocks(Op::Along(1), &[1, 4], &[4], 1 << 20).is_none());
+        assert!(blocks(Elementwise::Along(1), &[1, 4], &[4], 1 << 20).is_none());
     }
 }

@@ -1,4 +1,4 @@
-//! The GPU's runner for the chunked path's pairs ([`crate::chunks`]): two slots, each with
+//! The GPU's runner of chunk pairs: two slots, each with
 //! its own stream, pinned staging buffers and device buffers for one chunk pair. While one
 //! slot's pair computes, the host stages the other slot's chunks (reading the memory-mapped
 //! inputs, gathering a cols-layout set's columns) and queues their upload, so disk reads
@@ -12,34 +12,29 @@
 //! The pinned buffers rely on cudarc's event tracking (on unless a caller turns it off) to
 //! wait for the copies from and to them.
 
-use super::pairs::{expect_len, ChunkKey, Done, PairOp, PairOut, PairWork};
-use crate::dtype::Compute;
-use crate::error::{CliError, Result};
-use crate::pinned::{download_front, pinned};
-use cosim::cuda::{Cuda, PairElement};
-use cosim::cudarc::driver::{
+use super::pinned::{download_front, pinned};
+use super::runner::{expect_len, Done, PairOut, PairWork, Task};
+use super::sets::ChunkKey;
+use crate::cuda::{Cuda, PairElement};
+use crate::error::{Error, Result};
+use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice, ValidAsZeroBits,
 };
 use std::sync::Arc;
 
 /// The pipeline's two slots, with buffers for the largest chunk pair of one operation.
-pub struct Pipeline<T: Compute> {
+pub struct Pipeline<T: PairElement> {
     slots: [Slot<T>; 2],
 }
 
-impl<T: Compute + PairElement> Pipeline<T> {
+impl<T: PairElement> Pipeline<T> {
     /// Two streams on `cuda`'s device and the slots' buffers for `work`.
     ///
     /// # Errors
-    /// Out of device or pinned host memory, a driver failure, or a context without event
-    /// tracking (the caller may then run the pairs one after another instead).
+    /// Out of device or pinned host memory, a driver failure. The context must track events
+    /// (the caller checks).
     pub fn new(cuda: &Cuda, work: &PairWork<'_, T>) -> Result<Pipeline<T>> {
         let ctx = cuda.stream().context().clone();
-        if !ctx.is_event_tracking() {
-            return Err(CliError::runtime(
-                "the CUDA context does not track events, which the pinned buffers need",
-            ));
-        }
         Ok(Pipeline {
             slots: [Slot::new(&ctx, work)?, Slot::new(&ctx, work)?],
         })
@@ -52,6 +47,7 @@ impl<T: Compute + PairElement> Pipeline<T> {
     /// Library and device failures, and whatever `done` returns.
     pub fn run(mut self, work: &PairWork<'_, T>, done: &mut Done<'_, T>) -> Result<()> {
         for i in 0..work.jobs.len() {
+            (work.go_on)()?;
             let slot = &mut self.slots[i % 2];
             // This slot's previous pair (two back) is handed back before its buffers are
             // reused; the other slot's pair (one back) keeps computing meanwhile.
@@ -67,14 +63,14 @@ impl<T: Compute + PairElement> Pipeline<T> {
 }
 
 /// One chunk's buffers in a slot.
-struct Staged<T: Compute> {
+struct Staged<T: PairElement> {
     host: PinnedHostSlice<T>,
     dev: CudaSlice<T>,
     /// The chunk the device buffer holds, or will once its queued upload is done.
     holds: Option<ChunkKey>,
 }
 
-impl<T: Compute> Staged<T> {
+impl<T: PairElement> Staged<T> {
     /// Buffers for chunks of up to `len` elements.
     fn new(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>, len: usize) -> Result<Staged<T>> {
         Ok(Staged {
@@ -128,29 +124,15 @@ impl<E: DeviceRepr + ValidAsZeroBits> Results<E> {
 
     /// The first `len` results that came back, once their copy is done.
     fn take(&self, len: usize) -> Result<&[E]> {
-        self.host.as_slice()?.get(..len).ok_or_else(|| {
-            CliError::runtime("internal: a chunk pair's results overflow their buffer")
-        })
-    }
-}
-
-/// The lengths of a pair's results: values, indices, column maxima.
-fn result_lens(op: PairOp, rows: usize, cols: usize) -> (usize, usize, usize) {
-    match op {
-        PairOp::Matrix { .. } => (rows * cols, 0, 0),
-        PairOp::TopK(k) => {
-            let n = rows * k.min(cols);
-            (n, n, 0)
-        }
-        PairOp::Argmax => (rows, rows, 0),
-        PairOp::RowMean => (rows, 0, 0),
-        PairOp::Mean => (1, 0, 0),
-        PairOp::Greedy => (rows, 0, cols),
+        self.host
+            .as_slice()?
+            .get(..len)
+            .ok_or_else(|| Error::Internal("a chunk pair's results overflow their buffer".into()))
     }
 }
 
 /// One slot of the pipeline.
-struct Slot<T: Compute> {
+struct Slot<T: PairElement> {
     cuda: Cuda,
     stream: Arc<CudaStream>,
     a: Staged<T>,
@@ -162,13 +144,13 @@ struct Slot<T: Compute> {
     pending: Option<usize>,
 }
 
-impl<T: Compute + PairElement> Slot<T> {
+impl<T: PairElement> Slot<T> {
     /// A slot on a new stream, with buffers for the largest chunk pair of `work`.
     fn new(ctx: &Arc<CudaContext>, work: &PairWork<'_, T>) -> Result<Slot<T>> {
         let stream = ctx.new_stream()?;
-        let (ca, cb, d) = (work.chunks.a, work.chunks.b, work.sets.d());
-        let (nv, ni, nc) = result_lens(work.op, ca, cb);
-        let into = matches!(work.op, PairOp::Matrix { .. } | PairOp::TopK(_));
+        let (ca, cb, d) = (work.chunks.a, work.chunks.b, work.sets.plan().d);
+        let (nv, ni, nc) = work.task.result_lens(ca, cb);
+        let into = matches!(work.task, Task::Matrix | Task::TopK(_));
         Ok(Slot {
             cuda: Cuda::with_stream(stream.clone())?,
             a: Staged::new(ctx, &stream, ca * d)?,
@@ -191,17 +173,17 @@ impl<T: Compute + PairElement> Slot<T> {
         self.b
             .stage(s, sets.b_key(job), |dst| sets.copy_b(job, dst))?;
         let plan = sets.pair_plan(job)?;
-        let (rows, cols, d) = (job.a.len(), job.b.len(), sets.d());
+        let (rows, cols, d) = (job.a.len(), job.b.len(), sets.plan().d);
         let a = self.a.dev.slice(..rows * d);
         let b = self.b.dev.slice(..cols * d);
         let c = &self.cuda;
-        match work.op {
-            PairOp::Matrix { .. } => {
+        match work.task {
+            Task::Matrix => {
                 let n = rows * cols;
                 c.pairwise_similarity_into(&plan, &mut self.values.dev.slice_mut(..n), &a, &b)?;
                 download_front(s, &self.values.dev.slice(..n), &mut self.values.host)?;
             }
-            PairOp::TopK(k) => {
+            Task::TopK(k) => {
                 let kc = k.min(cols);
                 let n = rows * kc;
                 c.pairwise_top_k_into(
@@ -215,24 +197,24 @@ impl<T: Compute + PairElement> Slot<T> {
                 download_front(s, &self.values.dev.slice(..n), &mut self.values.host)?;
                 download_front(s, &self.indices.dev.slice(..n), &mut self.indices.host)?;
             }
-            PairOp::Argmax => {
+            Task::Argmax => {
                 let t = c.pairwise_argmax(&plan, &a, &b)?;
                 expect_len(t.values.len(), rows, "row maxima")?;
                 expect_len(t.indices.len(), rows, "row maxima's indices")?;
                 download_front(s, &t.values, &mut self.values.host)?;
                 download_front(s, &t.indices, &mut self.indices.host)?;
             }
-            PairOp::RowMean => {
+            Task::RowMean => {
                 let m = c.pairwise_row_mean(&plan, &a, &b)?;
                 expect_len(m.values.len(), rows, "row means")?;
                 download_front(s, &m.values, &mut self.values.host)?;
             }
-            PairOp::Mean => {
+            Task::Mean => {
                 let m = c.pairwise_mean(&plan, &a, &b)?;
                 expect_len(m.values.len(), 1, "mean")?;
                 download_front(s, &m.values, &mut self.values.host)?;
             }
-            PairOp::Greedy => {
+            Task::Greedy => {
                 let r = c.pairwise_argmax(&plan, &a, &b)?;
                 expect_len(r.values.len(), rows, "row maxima")?;
                 download_front(s, &r.values, &mut self.values.host)?;
@@ -255,14 +237,14 @@ impl<T: Compute + PairElement> Slot<T> {
             return Ok(());
         };
         let job = &work.jobs[i];
-        let (nv, ni, nc) = result_lens(work.op, job.a.len(), job.b.len());
+        let (nv, ni, nc) = work.task.result_lens(job.a.len(), job.b.len());
         done(
             i,
-            PairOut::whole(
-                self.values.take(nv)?,
-                self.indices.take(ni)?,
-                self.cols.take(nc)?,
-            ),
+            PairOut {
+                values: self.values.take(nv)?,
+                indices: self.indices.take(ni)?,
+                cols: self.cols.take(nc)?,
+            },
         )
     }
 }

@@ -1,13 +1,10 @@
-//! The chunked path's pairs: how a chunk of each set is read ([`Sets`]), what every pair
-//! computes ([`PairOp`]) and hands back ([`PairOut`]), and the runner without a pipeline of
-//! its own ([`serial`]). A runner's contract: the results of `work.jobs` come back in order,
-//! each pair's pieces in a row, the last marked.
+//! How the engine reads a chunk of each set: a chunk is a range of whole vectors of one
+//! batch. A chunk of a rows-layout set (`[N, D]`) is a contiguous slice of the input; a chunk
+//! of a cols-layout set (`[D, N]`) is not, so its columns are gathered into a contiguous
+//! `[D, n_c]` buffer.
 
-use super::Chunks;
-use crate::dtype::Compute;
-use crate::error::{CliError, Result};
-use crate::pairwise::Backend;
-use cosim::pairwise::{Layout, PairPlan};
+use crate::error::{Error, Result};
+use crate::pairwise::{Layout, PairPlan};
 use std::borrow::Cow;
 use std::ops::Range;
 
@@ -82,25 +79,6 @@ impl<'a, T: Copy> SetView<'a, T> {
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // read by the GPU pipeline
 pub type ChunkKey = (usize, usize, usize);
 
-/// What every chunk pair computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PairOp {
-    /// The pair's matrix `[a.len(), b.len()]`, in blocks of whole rows of at most `budget`
-    /// bytes when the runner cuts it (the GPU computes a pair whole: `Chunks::plan`'s
-    /// `rows_cap` keeps it within the budget).
-    Matrix { budget: usize },
-    /// The top `min(k, b.len())` of every row, sorted, with chunk-local column indices.
-    TopK(usize),
-    /// Every row's best value and chunk-local column.
-    Argmax,
-    /// Every row's mean.
-    RowMean,
-    /// The pair's mean.
-    Mean,
-    /// Every row's best value (in `values`) and every column's (in `cols`).
-    Greedy,
-}
-
 /// One chunk pair: vectors `a` of A and `b` of B, in `batch`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PairJob {
@@ -109,39 +87,7 @@ pub struct PairJob {
     pub b: Range<usize>,
 }
 
-/// A chunk pair's results (or a piece of them), borrowed from the runner's buffers.
-#[derive(Clone, Copy, Debug)]
-pub struct PairOut<'r, T> {
-    /// [`PairOp::Matrix`]: the pair's row that `values` starts at (0 otherwise).
-    pub row: usize,
-    /// Whether this is the pair's last piece (always, except for a matrix in blocks).
-    pub last: bool,
-    /// The op's values, as [`PairOp`] lists them.
-    pub values: &'r [T],
-    /// Top-k and argmax: the chunk-local column of every value; empty otherwise.
-    pub indices: &'r [u32],
-    /// Greedy: every column's best value; empty otherwise.
-    pub cols: &'r [T],
-}
-
-impl<'r, T> PairOut<'r, T> {
-    /// A pair's results in one piece.
-    pub fn whole(values: &'r [T], indices: &'r [u32], cols: &'r [T]) -> PairOut<'r, T> {
-        PairOut {
-            row: 0,
-            last: true,
-            values,
-            indices,
-            cols,
-        }
-    }
-}
-
-/// Where a runner hands each pair's results: the pair's index in [`PairWork::jobs`], and
-/// its results.
-pub type Done<'f, T> = dyn FnMut(usize, PairOut<'_, T>) -> Result<()> + 'f;
-
-/// The sets of a chunked job, read chunk by chunk.
+/// The sets of a streamed job, read chunk by chunk.
 pub struct Sets<'a, T> {
     plan: &'a PairPlan,
     a: SetView<'a, T>,
@@ -165,16 +111,15 @@ impl<'a, T: Copy> Sets<'a, T> {
         }
     }
 
-    /// Components per vector.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // read by the GPU pipeline
-    pub fn d(&self) -> usize {
-        self.plan.d
+    /// The whole job's plan.
+    pub fn plan(&self) -> &'a PairPlan {
+        self.plan
     }
 
     /// The plan of a pair: A's chunk against B's, with the job's eps and precision.
     ///
     /// # Errors
-    /// A library refusal (none is expected: the chunks come from a valid plan).
+    /// A refusal of the pair's plan (none is expected: the chunks come from a valid plan).
     pub fn pair_plan(&self, job: &PairJob) -> Result<PairPlan> {
         self.plan_of(&self.a, job.a.len(), &self.b, job.b.len())
     }
@@ -185,6 +130,14 @@ impl<'a, T: Copy> Sets<'a, T> {
     /// As [`Sets::pair_plan`].
     pub fn swapped_plan(&self, job: &PairJob) -> Result<PairPlan> {
         self.plan_of(&self.b, job.b.len(), &self.a, job.a.len())
+    }
+
+    /// The plan of a pair of chunks of `na` vectors of A and `nb` of B.
+    ///
+    /// # Errors
+    /// As [`Sets::pair_plan`].
+    pub fn chunk_plan(&self, na: usize, nb: usize) -> Result<PairPlan> {
+        self.plan_of(&self.a, na, &self.b, nb)
     }
 
     fn plan_of(
@@ -214,12 +167,12 @@ impl<'a, T: Copy> Sets<'a, T> {
     /// Writes A's chunk of a pair into the front of `dst`, laid out as [`Sets::a_chunk`].
     ///
     /// # Errors
-    /// When `dst` is too short for the chunk (a runner's buffer sized wrong).
+    /// [`Error::Internal`] when `dst` is too short for the chunk.
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // read by the GPU pipeline
     pub fn copy_a(&self, job: &PairJob, dst: &mut [T]) -> Result<()> {
-        self.a.copy_into(job.batch, &job.a, dst).ok_or_else(|| {
-            CliError::runtime("internal: a staging buffer is too short for set a's chunk")
-        })
+        self.a
+            .copy_into(job.batch, &job.a, dst)
+            .ok_or_else(|| Error::Internal("a staging buffer is too short for a's chunk".into()))
     }
 
     /// Writes B's chunk of a pair into the front of `dst`, as [`Sets::copy_a`].
@@ -228,9 +181,9 @@ impl<'a, T: Copy> Sets<'a, T> {
     /// As [`Sets::copy_a`].
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // read by the GPU pipeline
     pub fn copy_b(&self, job: &PairJob, dst: &mut [T]) -> Result<()> {
-        self.b.copy_into(job.batch, &job.b, dst).ok_or_else(|| {
-            CliError::runtime("internal: a staging buffer is too short for set b's chunk")
-        })
+        self.b
+            .copy_into(job.batch, &job.b, dst)
+            .ok_or_else(|| Error::Internal("a staging buffer is too short for b's chunk".into()))
     }
 
     /// What A's chunk of a pair holds: equal keys, equal contents (a runner keeps a chunk
@@ -244,84 +197,6 @@ impl<'a, T: Copy> Sets<'a, T> {
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // read by the GPU pipeline
     pub fn b_key(&self, job: &PairJob) -> ChunkKey {
         self.b.key(job.batch, &job.b)
-    }
-}
-
-/// The chunk pairs of one operation, for a runner.
-pub struct PairWork<'w, T> {
-    pub sets: &'w Sets<'w, T>,
-    pub op: PairOp,
-    /// The largest chunks: what a runner's buffers must hold.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))] // read by the GPU pipeline
-    pub chunks: Chunks,
-    /// The pairs, in the order their results must come back.
-    pub jobs: &'w [PairJob],
-}
-
-/// Runs `work`'s pairs one after another through `backend`'s calls on host buffers, handing
-/// each pair's results to `done` as they come: the runner of a backend without a pipeline of
-/// its own.
-///
-/// # Errors
-/// Library and device failures, and whatever `done` returns.
-pub fn serial<T: Compute, B: Backend<T> + ?Sized>(
-    backend: &B,
-    work: &PairWork<'_, T>,
-    done: &mut Done<'_, T>,
-) -> Result<()> {
-    let sets = work.sets;
-    for (i, job) in work.jobs.iter().enumerate() {
-        let plan = sets.pair_plan(job)?;
-        let (a, b) = (sets.a_chunk(job), sets.b_chunk(job));
-        match work.op {
-            PairOp::Matrix { budget } => {
-                backend.matrix_blocks(&plan, &a, &b, budget, &mut |blk| {
-                    let last = blk.row + blk.rows == plan.n;
-                    done(
-                        i,
-                        PairOut {
-                            row: blk.row,
-                            last,
-                            ..PairOut::whole(blk.values, &[], &[])
-                        },
-                    )
-                })?;
-            }
-            PairOp::TopK(k) => {
-                let t = backend.top_k(&plan, &a, &b, k.min(job.b.len()))?;
-                done(i, PairOut::whole(&t.values, &t.indices, &[]))?;
-            }
-            PairOp::Argmax => {
-                let t = backend.argmax(&plan, &a, &b)?;
-                done(i, PairOut::whole(&t.values, &t.indices, &[]))?;
-            }
-            PairOp::RowMean => done(
-                i,
-                PairOut::whole(&backend.row_mean(&plan, &a, &b)?, &[], &[]),
-            )?,
-            PairOp::Mean => done(i, PairOut::whole(&backend.mean(&plan, &a, &b)?, &[], &[]))?,
-            PairOp::Greedy => {
-                let rows = backend.argmax(&plan, &a, &b)?;
-                let swapped = sets.swapped_plan(job)?;
-                let cols = backend.argmax(&swapped, &b, &a)?;
-                done(i, PairOut::whole(&rows.values, &[], &cols.values))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// An internal error unless a chunk pair's result has the length its pair implies.
-///
-/// # Errors
-/// When the lengths differ.
-pub fn expect_len(got: usize, want: usize, what: &str) -> Result<()> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(CliError::runtime(format!(
-            "internal: a chunk pair's {what} hold {got} values, not {want}"
-        )))
     }
 }
 
