@@ -140,4 +140,21 @@ for dev_extra, label in [([], "whole"), (["--block-bytes", "40000"], "chunks")]:
         except Exception as e:  # noqa: BLE001 - report and go on
             print(f"BAD {name}: {e}")
             failed += 1
+# Several GPUs (COSIM_DEVICES=N, N >= 2, set where the machine has them): B split into one
+# shard per device, the per-row results merged; the matrix's row blocks dealt out in turn.
+devices = int(os.environ.get("COSIM_DEVICES", "1"))
+if devices >= 2:
+    for dev_extra, label in [([], "whole"), (["--block-bytes", "40000"], "chunks")]:
+        for spec in ("cuda:0,1", "cuda:all"):
+            g = ["--device", spec, *dev_extra]
+            c = ["--device", "cpu"]
+            pw = ["pairwise", f"{out}/q.npy", f"{out}/k.npy"]
+            check(f"pairwise matrix on {spec} ({label})", g + pw + ["--budget", "20000", "-o", f"{out}/m.npy"],
+                  c + pw + ["-o", f"{out}/m.npy"], ["m.npy"], 2e-6)
+            check(f"pairwise row mean on {spec} ({label})", g + pw + ["--row-mean", "-o", f"{out}/rm.npy"],
+                  c + pw + ["--row-mean", "-o", f"{out}/rm.npy"], ["rm.npy"], 1e-5)
+            for mode in (["--top-k", "7"], ["--argmax"], ["--greedy"]):
+                check_npz(f"pairwise {' '.join(mode)} on {spec} ({label})", g + pw + mode, c + pw + mode, 2e-6)
+else:
+    print("note: one GPU (COSIM_DEVICES unset): the several-GPU checks did not run")
 sys.exit(1 if failed else 0)

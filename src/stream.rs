@@ -50,6 +50,8 @@ mod control;
 mod gpu;
 mod matrix;
 #[cfg(feature = "cuda")]
+mod pair_pipeline;
+#[cfg(feature = "cuda")]
 mod pinned;
 #[cfg(feature = "cuda")]
 mod pipeline;

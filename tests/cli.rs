@@ -125,6 +125,57 @@ fn explicit_cuda_without_a_usable_gpu_is_a_runtime_error() -> Res {
 }
 
 #[test]
+fn device_lists_are_parsed_and_refused_clearly() -> Res {
+    let d = dirs();
+    let a = write_f32(d.inp.path(), "a.npy", &[2, 3], &[1., 2., 3., 4., 5., 6.]);
+    let out = d.out.path().join("s.npy");
+    let along = |device: &str| {
+        let mut c = cosim();
+        c.args(["--device", device, "along"])
+            .args([&a, &a])
+            .args(["--dim", "1", "-o"])
+            .arg(&out);
+        c
+    };
+    // Malformed or repeated: usage errors.
+    assert_fails(
+        &mut along("cuda:0,0"),
+        2,
+        &["names device 0 twice"],
+        d.out.path(),
+    );
+    assert_fails(
+        &mut along("cuda:0,x"),
+        2,
+        &["is not a device"],
+        d.out.path(),
+    );
+    // A list for a subcommand that runs on one device: refused before any device opens.
+    assert_fails(
+        &mut along("cuda:0,1"),
+        2,
+        &["--device cuda:0,1", "only `cosim pairwise`"],
+        d.out.path(),
+    );
+    assert_fails(
+        &mut along("cuda:all"),
+        2,
+        &["only `cosim pairwise`"],
+        d.out.path(),
+    );
+    if !cuda_usable() {
+        // pairwise takes the list, and names the device that cannot be used.
+        let mut c = cosim();
+        c.args(["--device", "cuda:0,1", "pairwise"])
+            .args([&a, &a])
+            .arg("-o")
+            .arg(&out);
+        assert_fails(&mut c, 1, &["--device cuda:0"], d.out.path());
+    }
+    Ok(())
+}
+
+#[test]
 fn f16_in_f16_out() -> Res {
     let d = dirs();
     let mut rng = SmallRng::seed_from_u64(3);

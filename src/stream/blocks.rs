@@ -141,6 +141,7 @@ fn whole<T: AnyElement>(
 /// The bytes per block slot when the job does not fit in the GPU's free memory; `None`
 /// (run whole) on the CPU or when it fits.
 #[allow(unused_variables)]
+#[cfg_attr(not(feature = "cuda"), allow(clippy::extra_unused_type_parameters))]
 fn gpu_budget<T: AnyElement>(
     device: &Device,
     op: Elementwise,
@@ -310,40 +311,43 @@ fn on_cpu<T: AnyElement>(
     Ok(())
 }
 
-/// The GPU pipeline: two slots, each with its stream, pinned staging buffers and device
-/// buffers for one block; while one slot's block computes, the other's rows are staged and
-/// copied.
+/// The blocks on the GPU, on the two-slot pipeline ([`super::pipeline`]): each slot holds
+/// one block's rows of the cut inputs and its results; an input broadcast along dim 0 goes
+/// up once and both slots read it.
 #[cfg(feature = "cuda")]
 mod gpu {
-    use super::super::pinned::pinned;
+    use super::super::pipeline::{self, Results, Staged, TwoSlots};
     use super::{Blocks, Elementwise};
     use crate::cuda::Cuda;
     use crate::error::Result;
     use crate::AnyElement;
-    use cudarc::driver::{CudaSlice, CudaStream, PinnedHostSlice};
+    use cudarc::driver::{CudaSlice, CudaStream};
     use std::ops::Range;
     use std::sync::Arc;
 
-    /// One input's buffers: staged and uploaded per block when cut, resident when whole.
-    enum Input<T: AnyElement> {
-        Cut {
-            host: PinnedHostSlice<T>,
-            dev: CudaSlice<T>,
-        },
-        Whole,
-    }
-
-    /// One slot of the pipeline.
+    /// One slot: its stream, the cut inputs' staging (`None` for an input sent whole), and
+    /// the results.
     struct Slot<T: AnyElement> {
         cuda: Cuda,
         stream: Arc<CudaStream>,
-        a: Input<T>,
-        b: Input<T>,
-        out_dev: CudaSlice<T>,
-        out_host: PinnedHostSlice<T>,
-        w: Option<(CudaSlice<T>, PinnedHostSlice<T>)>,
-        /// The rows this slot computed and has not yet handed back.
-        pending: Option<Range<usize>>,
+        a: Option<Staged<T, usize>>,
+        b: Option<Staged<T, usize>>,
+        out: Results<T>,
+        weighted: Option<Results<T>>,
+    }
+
+    /// The blocks of one job and where their results go.
+    struct Rows<'a, T: AnyElement> {
+        blocks: &'a Blocks,
+        ranges: Vec<Range<usize>>,
+        op: Elementwise,
+        a: &'a [T],
+        b: &'a [T],
+        whole_a: CudaSlice<T>,
+        whole_b: CudaSlice<T>,
+        eps: Option<f64>,
+        values: &'a mut [T],
+        weighted: Option<&'a mut [T]>,
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -355,7 +359,7 @@ mod gpu {
         b: &[T],
         eps: Option<f64>,
         values: &mut [T],
-        mut weighted: Option<&mut [T]>,
+        weighted: Option<&mut [T]>,
     ) -> Result<()> {
         let ctx = cuda.stream().context().clone();
         let n = blocks.per_block;
@@ -363,113 +367,99 @@ mod gpu {
         let whole_a = cuda.upload(if blocks.a.row.is_none() { a } else { &[] })?;
         let whole_b = cuda.upload(if blocks.b.row.is_none() { b } else { &[] })?;
         cuda.stream().synchronize()?;
-        let input = |row: Option<usize>, stream: &Arc<CudaStream>| -> Result<Input<T>> {
-            Ok(match row {
-                Some(row) => Input::Cut {
-                    host: pinned(&ctx, n * row, true)?,
-                    dev: stream.alloc_zeros::<T>((n * row).max(1))?,
+        let slot = || -> Result<Slot<T>> {
+            let stream = ctx.new_stream()?;
+            let cut = |row: Option<usize>| -> Result<Option<Staged<T, usize>>> {
+                row.map(|row| Staged::new(&ctx, &stream, n * row))
+                    .transpose()
+            };
+            Ok(Slot {
+                cuda: Cuda::with_stream(stream.clone())?,
+                a: cut(blocks.a.row)?,
+                b: cut(blocks.b.row)?,
+                out: Results::new(&ctx, &stream, n * blocks.out_row, true)?,
+                weighted: match op {
+                    Elementwise::Reweight(_) => {
+                        Some(Results::new(&ctx, &stream, n * blocks.weighted_row, true)?)
+                    }
+                    _ => None,
                 },
-                None => Input::Whole,
+                stream,
             })
         };
-        let mut slots = Vec::with_capacity(2);
-        for _ in 0..2 {
-            let stream = ctx.new_stream()?;
-            let w = match op {
-                Elementwise::Reweight(_) => Some((
-                    stream.alloc_zeros::<T>((n * blocks.weighted_row).max(1))?,
-                    pinned(&ctx, n * blocks.weighted_row, false)?,
-                )),
-                _ => None,
+        let mut slots = [slot()?, slot()?];
+        let ranges: Vec<Range<usize>> = blocks.ranges().collect();
+        let count = ranges.len();
+        let mut rows = Rows {
+            blocks,
+            ranges,
+            op,
+            a,
+            b,
+            whole_a,
+            whole_b,
+            eps,
+            values,
+            weighted,
+        };
+        pipeline::run(&mut rows, &mut slots, count, &|| Ok(()))
+    }
+
+    impl<T: AnyElement> TwoSlots for Rows<'_, T> {
+        type Slot = Slot<T>;
+
+        fn launch(&mut self, slot: &mut Slot<T>, i: usize) -> Result<()> {
+            let (blocks, r) = (self.blocks, self.ranges[i].clone());
+            let (ra, sa) = blocks.a.block(self.a.len(), &r);
+            let (rb, sb) = blocks.b.block(self.b.len(), &r);
+            let s = &slot.stream;
+            let xa = match &mut slot.a {
+                Some(st) => {
+                    let rows = &self.a[ra.clone()];
+                    st.stage(s, i, |dst| Ok(dst[..rows.len()].copy_from_slice(rows)))?;
+                    st.dev.slice(0..ra.len())
+                }
+                None => self.whole_a.slice(..),
             };
-            slots.push(Slot {
-                cuda: Cuda::with_stream(stream.clone())?,
-                a: input(blocks.a.row, &stream)?,
-                b: input(blocks.b.row, &stream)?,
-                out_dev: stream.alloc_zeros::<T>((n * blocks.out_row).max(1))?,
-                out_host: pinned(&ctx, n * blocks.out_row, false)?,
-                w,
-                stream,
-                pending: None,
-            });
-        }
-        for (k, r) in blocks.ranges().enumerate() {
-            let slot = &mut slots[k % 2];
-            // This slot's previous block: wait for its results and hand them back.
-            if let Some(prev) = slot.pending.take() {
-                hand_back(slot, blocks, &prev, values, weighted.as_deref_mut())?;
-            }
-            let (ra, sa) = blocks.a.block(a.len(), &r);
-            let (rb, sb) = blocks.b.block(b.len(), &r);
-            stage(&slot.stream, &mut slot.a, &a[ra.clone()])?;
-            stage(&slot.stream, &mut slot.b, &b[rb.clone()])?;
-            let xa = match &slot.a {
-                Input::Cut { dev, .. } => dev.slice(0..ra.len()),
-                Input::Whole => whole_a.slice(..),
+            let xb = match &mut slot.b {
+                Some(st) => {
+                    let rows = &self.b[rb.clone()];
+                    st.stage(s, i, |dst| Ok(dst[..rows.len()].copy_from_slice(rows)))?;
+                    st.dev.slice(0..rb.len())
+                }
+                None => self.whole_b.slice(..),
             };
-            let xb = match &slot.b {
-                Input::Cut { dev, .. } => dev.slice(0..rb.len()),
-                Input::Whole => whole_b.slice(..),
-            };
-            let mut out = slot.out_dev.slice_mut(0..r.len() * blocks.out_row);
-            match (op, slot.w.as_mut()) {
+            let (c, eps) = (&slot.cuda, self.eps);
+            let mut out = slot.out.dev.slice_mut(0..r.len() * blocks.out_row);
+            match (self.op, slot.weighted.as_mut()) {
                 (Elementwise::Along(dim), _) => {
-                    slot.cuda
-                        .cosine_similarity_into(&mut out, &xa, &sa, &xb, &sb, dim, eps)?;
+                    c.cosine_similarity_into(&mut out, &xa, &sa, &xb, &sb, dim, eps)?;
                 }
                 (Elementwise::Channels(from), _) | (Elementwise::Reweight(from), None) => {
-                    slot.cuda
-                        .channel_similarity_into(&mut out, &xa, &sa, &xb, &sb, from, eps)?;
+                    c.channel_similarity_into(&mut out, &xa, &sa, &xb, &sb, from, eps)?;
                 }
-                (Elementwise::Reweight(from), Some((w_dev, w_host))) => {
-                    let mut w = w_dev.slice_mut(0..r.len() * blocks.weighted_row);
-                    slot.cuda
-                        .reweight_channels_into(&mut w, &mut out, &xa, &sa, &xb, &sb, from, eps)?;
-                    slot.stream.memcpy_dtoh(&*w_dev, w_host)?;
+                (Elementwise::Reweight(from), Some(w)) => {
+                    let mut wv = w.dev.slice_mut(0..r.len() * blocks.weighted_row);
+                    c.reweight_channels_into(&mut wv, &mut out, &xa, &sa, &xb, &sb, from, eps)?;
+                    s.memcpy_dtoh(&w.dev, &mut w.host)?;
                 }
             }
-            slot.stream.memcpy_dtoh(&slot.out_dev, &mut slot.out_host)?;
-            slot.pending = Some(r);
+            s.memcpy_dtoh(&slot.out.dev, &mut slot.out.host)?;
+            Ok(())
         }
-        for slot in &mut slots {
-            if let Some(prev) = slot.pending.take() {
-                hand_back(slot, blocks, &prev, values, weighted.as_deref_mut())?;
+
+        fn hand_back(&mut self, slot: &mut Slot<T>, i: usize) -> Result<()> {
+            let (blocks, r) = (self.blocks, &self.ranges[i]);
+            let n = r.len() * blocks.out_row;
+            self.values[r.start * blocks.out_row..r.end * blocks.out_row]
+                .copy_from_slice(slot.out.take(n)?);
+            if let (Some(w), Some(res)) = (self.weighted.as_deref_mut(), &slot.weighted) {
+                let n = r.len() * blocks.weighted_row;
+                w[r.start * blocks.weighted_row..r.end * blocks.weighted_row]
+                    .copy_from_slice(res.take(n)?);
             }
+            Ok(())
         }
-        Ok(())
-    }
-
-    /// Copies a block's rows of a cut input into its pinned buffer (waiting until the
-    /// buffer's previous upload is done) and queues their upload.
-    fn stage<T: AnyElement>(
-        stream: &Arc<CudaStream>,
-        input: &mut Input<T>,
-        rows: &[T],
-    ) -> Result<()> {
-        if let Input::Cut { host, dev } = input {
-            host.as_mut_slice()?[..rows.len()].copy_from_slice(rows);
-            stream.memcpy_htod(host, dev)?;
-        }
-        Ok(())
-    }
-
-    /// Waits for a slot's downloads and copies its block's results into the outputs.
-    fn hand_back<T: AnyElement>(
-        slot: &Slot<T>,
-        blocks: &Blocks,
-        r: &Range<usize>,
-        values: &mut [T],
-        weighted: Option<&mut [T]>,
-    ) -> Result<()> {
-        let n = r.len() * blocks.out_row;
-        values[r.start * blocks.out_row..r.end * blocks.out_row]
-            .copy_from_slice(&slot.out_host.as_slice()?[..n]);
-        if let (Some(w), Some((_, host))) = (weighted, &slot.w) {
-            let n = r.len() * blocks.weighted_row;
-            w[r.start * blocks.weighted_row..r.end * blocks.weighted_row]
-                .copy_from_slice(&host.as_slice()?[..n]);
-        }
-        Ok(())
     }
 }
 

@@ -1,8 +1,8 @@
 //! The CUDA runner: host buffers uploaded, `Cuda`'s pairwise calls, results downloaded; its
-//! chunk pairs through the two-stream pipeline ([`super::pipeline`]), and its sizes from
+//! chunk pairs through the two-stream pipeline ([`super::pair_pipeline`]), and its sizes from
 //! [`Cuda::pair_workspace_bytes`] against the device's free memory.
 
-use super::pipeline::Pipeline;
+use super::pair_pipeline;
 use super::runner::{serial, Done, PairWork, Runner, Task};
 use crate::cuda::{Cuda, PairElement};
 use crate::error::Result;
@@ -156,6 +156,6 @@ impl<T: PairElement> Runner<T> for CudaRunner<'_> {
         if !self.0.stream().context().is_event_tracking() {
             return serial(self, work, done);
         }
-        Pipeline::new(self.0, work)?.run(work, done)
+        pair_pipeline::run(self.0, work, done)
     }
 }

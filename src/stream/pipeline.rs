@@ -1,78 +1,85 @@
-//! The GPU's runner of chunk pairs: two slots, each with
-//! its own stream, pinned staging buffers and device buffers for one chunk pair. While one
-//! slot's pair computes, the host stages the other slot's chunks (reading the memory-mapped
-//! inputs, gathering a cols-layout set's columns) and queues their upload, so disk reads
-//! and host→device copies overlap the kernels. Results come back through pinned buffers
-//! one pair later, in order.
-//!
-//! A slot keeps the chunks it last uploaded and uploads only a chunk it does not hold: A's
-//! chunk once per slot for each row of chunk pairs, B's on most pairs (never when B is one
-//! chunk).
+//! The GPU's two-slot pipeline, shared by the pairwise chunk pairs
+//! ([`super::pair_pipeline`]) and the elementwise row blocks ([`super::blocks`]): two
+//! slots, each with its own stream, pinned staging buffers and device buffers for one item.
+//! While one slot's item computes, the host stages the other slot's next item (reading the
+//! memory-mapped inputs, gathering what is not contiguous) and queues its upload, so disk
+//! reads and host→device copies overlap the kernels; results come back through pinned
+//! buffers one item later, in order.
 //!
 //! The pinned buffers rely on cudarc's event tracking (on unless a caller turns it off) to
 //! wait for the copies from and to them.
 
-use super::pinned::{download_front, pinned};
-use super::runner::{expect_len, Done, PairOut, PairWork, Task};
-use super::sets::ChunkKey;
-use crate::cuda::{Cuda, PairElement};
+use super::pinned::pinned;
 use crate::error::{Error, Result};
 use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice, ValidAsZeroBits,
 };
 use std::sync::Arc;
 
-/// The pipeline's two slots, with buffers for the largest chunk pair of one operation.
-pub struct Pipeline<T: PairElement> {
-    slots: [Slot<T>; 2],
-}
-
-impl<T: PairElement> Pipeline<T> {
-    /// Two streams on `cuda`'s device and the slots' buffers for `work`.
+/// What a two-slot pipeline runs: items launched on a slot, handed back from it later.
+pub trait TwoSlots {
+    type Slot;
+    /// Stages item `i`'s inputs, and queues its computation and the copies of its results
+    /// on `slot`'s stream.
     ///
     /// # Errors
-    /// Out of device or pinned host memory, a driver failure. The context must track events
-    /// (the caller checks).
-    pub fn new(cuda: &Cuda, work: &PairWork<'_, T>) -> Result<Pipeline<T>> {
-        let ctx = cuda.stream().context().clone();
-        Ok(Pipeline {
-            slots: [Slot::new(&ctx, work)?, Slot::new(&ctx, work)?],
-        })
-    }
-
-    /// Runs `work`'s chunk pairs, two at a time on the two streams, handing each pair's
-    /// results to `done` in the order of `work.jobs`.
+    /// Library and device failures.
+    fn launch(&mut self, slot: &mut Self::Slot, i: usize) -> Result<()>;
+    /// Waits for item `i`'s results on `slot` and hands them on.
     ///
     /// # Errors
-    /// Library and device failures, and whatever `done` returns.
-    pub fn run(mut self, work: &PairWork<'_, T>, done: &mut Done<'_, T>) -> Result<()> {
-        for i in 0..work.jobs.len() {
-            (work.go_on)()?;
-            let slot = &mut self.slots[i % 2];
-            // This slot's previous pair (two back) is handed back before its buffers are
-            // reused; the other slot's pair (one back) keeps computing meanwhile.
-            slot.hand_back(work, done)?;
-            slot.launch(work, i)?;
-        }
-        self.slots.sort_by_key(|s| s.pending);
-        for slot in &mut self.slots {
-            slot.hand_back(work, done)?;
-        }
-        Ok(())
-    }
+    /// Device failures, and whatever the receiver of the results returns.
+    fn hand_back(&mut self, slot: &mut Self::Slot, i: usize) -> Result<()>;
 }
 
-/// One chunk's buffers in a slot.
-struct Staged<T: PairElement> {
+/// Runs items `0..count` on the two slots (item `i` on slot `i mod 2`), asking `go_on`
+/// before each: an item is handed back before its slot's buffers are reused (two items
+/// later), while the other slot's item keeps computing; every item is handed back in order.
+///
+/// # Errors
+/// Whatever `work` or `go_on` returns; the run stops there.
+pub fn run<W: TwoSlots>(
+    work: &mut W,
+    slots: &mut [W::Slot; 2],
+    count: usize,
+    go_on: &dyn Fn() -> Result<()>,
+) -> Result<()> {
+    let mut pending: [Option<usize>; 2] = [None, None];
+    for i in 0..count {
+        go_on()?;
+        let k = i % 2;
+        if let Some(p) = pending[k].take() {
+            work.hand_back(&mut slots[k], p)?;
+        }
+        work.launch(&mut slots[k], i)?;
+        pending[k] = Some(i);
+    }
+    for i in count.saturating_sub(2)..count {
+        if let Some(p) = pending[i % 2].take() {
+            work.hand_back(&mut slots[i % 2], p)?;
+        }
+    }
+    Ok(())
+}
+
+/// One input's buffers in a slot: pinned staging and the device buffer it is uploaded to.
+pub struct Staged<T: DeviceRepr + ValidAsZeroBits, K> {
     host: PinnedHostSlice<T>,
-    dev: CudaSlice<T>,
-    /// The chunk the device buffer holds, or will once its queued upload is done.
-    holds: Option<ChunkKey>,
+    pub dev: CudaSlice<T>,
+    /// What the device buffer holds, or will once its queued upload is done.
+    holds: Option<K>,
 }
 
-impl<T: PairElement> Staged<T> {
-    /// Buffers for chunks of up to `len` elements.
-    fn new(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>, len: usize) -> Result<Staged<T>> {
+impl<T: DeviceRepr + ValidAsZeroBits, K: PartialEq> Staged<T, K> {
+    /// Buffers for up to `len` elements.
+    ///
+    /// # Errors
+    /// Out of pinned host or device memory.
+    pub fn new(
+        ctx: &Arc<CudaContext>,
+        stream: &Arc<CudaStream>,
+        len: usize,
+    ) -> Result<Staged<T, K>> {
         Ok(Staged {
             host: pinned(ctx, len, true)?,
             dev: stream.alloc_zeros::<T>(len.max(1))?,
@@ -80,17 +87,20 @@ impl<T: PairElement> Staged<T> {
         })
     }
 
-    /// Makes the device buffer hold chunk `key`: unless it already does, waits until the
-    /// pinned buffer's previous upload is done, lets `fill` write the chunk into it and
-    /// queues its upload on `stream` (after the slot's previous pair, which read the old
-    /// chunk).
-    fn stage(
+    /// Makes the device buffer hold `key`'s contents: unless it already does, waits until
+    /// the pinned buffer's previous upload is done, lets `fill` write the contents into it
+    /// and queues their upload on `stream` (after the slot's previous item, which read the
+    /// old contents).
+    ///
+    /// # Errors
+    /// Whatever `fill` returns; driver failures.
+    pub fn stage(
         &mut self,
         stream: &Arc<CudaStream>,
-        key: ChunkKey,
+        key: K,
         fill: impl FnOnce(&mut [T]) -> Result<()>,
     ) -> Result<()> {
-        if self.holds == Some(key) {
+        if self.holds.as_ref() == Some(&key) {
             return Ok(());
         }
         self.holds = None;
@@ -101,16 +111,20 @@ impl<T: PairElement> Staged<T> {
     }
 }
 
-/// A kind of result: a device buffer the `_into` calls write (matrix and top-k only) and
-/// the pinned host buffer it comes back through.
-struct Results<E: DeviceRepr + ValidAsZeroBits> {
-    dev: CudaSlice<E>,
-    host: PinnedHostSlice<E>,
+/// A kind of result: a device buffer the `_into` calls write and the pinned host buffer it
+/// comes back through.
+pub struct Results<E: DeviceRepr + ValidAsZeroBits> {
+    pub dev: CudaSlice<E>,
+    pub host: PinnedHostSlice<E>,
 }
 
 impl<E: DeviceRepr + ValidAsZeroBits> Results<E> {
-    /// Room for `len` results, on the device too when `device`.
-    fn new(
+    /// Room for `len` results, on the device too when `device` (else the results come from
+    /// buffers the calls allocate).
+    ///
+    /// # Errors
+    /// Out of pinned host or device memory.
+    pub fn new(
         ctx: &Arc<CudaContext>,
         stream: &Arc<CudaStream>,
         len: usize,
@@ -123,128 +137,68 @@ impl<E: DeviceRepr + ValidAsZeroBits> Results<E> {
     }
 
     /// The first `len` results that came back, once their copy is done.
-    fn take(&self, len: usize) -> Result<&[E]> {
+    ///
+    /// # Errors
+    /// [`Error::Internal`] past the buffer.
+    pub fn take(&self, len: usize) -> Result<&[E]> {
         self.host
             .as_slice()?
             .get(..len)
-            .ok_or_else(|| Error::Internal("a chunk pair's results overflow their buffer".into()))
+            .ok_or_else(|| Error::Internal("results overflow their pinned buffer".into()))
     }
 }
 
-/// One slot of the pipeline.
-struct Slot<T: PairElement> {
-    cuda: Cuda,
-    stream: Arc<CudaStream>,
-    a: Staged<T>,
-    b: Staged<T>,
-    values: Results<T>,
-    indices: Results<u32>,
-    cols: Results<T>,
-    /// The pair this slot launched and has not handed back.
-    pending: Option<usize>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<T: PairElement> Slot<T> {
-    /// A slot on a new stream, with buffers for the largest chunk pair of `work`.
-    fn new(ctx: &Arc<CudaContext>, work: &PairWork<'_, T>) -> Result<Slot<T>> {
-        let stream = ctx.new_stream()?;
-        let (ca, cb, d) = (work.chunks.a, work.chunks.b, work.sets.plan().d);
-        let (nv, ni, nc) = work.task.result_lens(ca, cb);
-        let into = matches!(work.task, Task::Matrix | Task::TopK(_));
-        Ok(Slot {
-            cuda: Cuda::with_stream(stream.clone())?,
-            a: Staged::new(ctx, &stream, ca * d)?,
-            b: Staged::new(ctx, &stream, cb * d)?,
-            values: Results::new(ctx, &stream, nv, into)?,
-            indices: Results::new(ctx, &stream, ni, into)?,
-            cols: Results::new(ctx, &stream, nc, false)?,
-            stream,
-            pending: None,
-        })
+    /// Records what the driver does with each item.
+    struct Log(Vec<String>);
+
+    impl TwoSlots for Log {
+        type Slot = char;
+        fn launch(&mut self, slot: &mut char, i: usize) -> Result<()> {
+            self.0.push(format!("launch {i} on {slot}"));
+            Ok(())
+        }
+        fn hand_back(&mut self, slot: &mut char, i: usize) -> Result<()> {
+            self.0.push(format!("back {i} from {slot}"));
+            Ok(())
+        }
     }
 
-    /// Stages pair `i`'s chunks (those not already on the device), queues its computation
-    /// and the copies of its results to the pinned buffers.
-    fn launch(&mut self, work: &PairWork<'_, T>, i: usize) -> Result<()> {
-        let (sets, job) = (work.sets, &work.jobs[i]);
-        let s = &self.stream;
-        self.a
-            .stage(s, sets.a_key(job), |dst| sets.copy_a(job, dst))?;
-        self.b
-            .stage(s, sets.b_key(job), |dst| sets.copy_b(job, dst))?;
-        let plan = sets.pair_plan(job)?;
-        let (rows, cols, d) = (job.a.len(), job.b.len(), sets.plan().d);
-        let a = self.a.dev.slice(..rows * d);
-        let b = self.b.dev.slice(..cols * d);
-        let c = &self.cuda;
-        match work.task {
-            Task::Matrix => {
-                let n = rows * cols;
-                c.pairwise_similarity_into(&plan, &mut self.values.dev.slice_mut(..n), &a, &b)?;
-                download_front(s, &self.values.dev.slice(..n), &mut self.values.host)?;
-            }
-            Task::TopK(k) => {
-                let kc = k.min(cols);
-                let n = rows * kc;
-                c.pairwise_top_k_into(
-                    &plan,
-                    &mut self.values.dev.slice_mut(..n),
-                    &mut self.indices.dev.slice_mut(..n),
-                    &a,
-                    &b,
-                    kc,
-                )?;
-                download_front(s, &self.values.dev.slice(..n), &mut self.values.host)?;
-                download_front(s, &self.indices.dev.slice(..n), &mut self.indices.host)?;
-            }
-            Task::Argmax => {
-                let t = c.pairwise_argmax(&plan, &a, &b)?;
-                expect_len(t.values.len(), rows, "row maxima")?;
-                expect_len(t.indices.len(), rows, "row maxima's indices")?;
-                download_front(s, &t.values, &mut self.values.host)?;
-                download_front(s, &t.indices, &mut self.indices.host)?;
-            }
-            Task::RowMean => {
-                let m = c.pairwise_row_mean(&plan, &a, &b)?;
-                expect_len(m.values.len(), rows, "row means")?;
-                download_front(s, &m.values, &mut self.values.host)?;
-            }
-            Task::Mean => {
-                let m = c.pairwise_mean(&plan, &a, &b)?;
-                expect_len(m.values.len(), 1, "mean")?;
-                download_front(s, &m.values, &mut self.values.host)?;
-            }
-            Task::Greedy => {
-                let r = c.pairwise_argmax(&plan, &a, &b)?;
-                expect_len(r.values.len(), rows, "row maxima")?;
-                download_front(s, &r.values, &mut self.values.host)?;
-                let swapped = sets.swapped_plan(job)?;
-                let t = c.pairwise_argmax(&swapped, &b, &a)?;
-                expect_len(t.values.len(), cols, "column maxima")?;
-                download_front(s, &t.values, &mut self.cols.host)?;
+    #[test]
+    fn items_alternate_slots_and_come_back_in_order_before_reuse() {
+        for count in 0..6 {
+            let mut log = Log(Vec::new());
+            run(&mut log, &mut ['x', 'y'], count, &|| Ok(())).unwrap();
+            let backs: Vec<usize> = log
+                .0
+                .iter()
+                .filter_map(|l| l.strip_prefix("back ")?.split(' ').next()?.parse().ok())
+                .collect();
+            assert_eq!(backs, (0..count).collect::<Vec<_>>(), "{:?}", log.0);
+            for i in 2..count {
+                let back = log
+                    .0
+                    .iter()
+                    .position(|l| l.starts_with(&format!("back {} ", i - 2)));
+                let launch = log
+                    .0
+                    .iter()
+                    .position(|l| l.starts_with(&format!("launch {i} ")));
+                assert!(back < launch, "{:?}", log.0);
             }
         }
-        // Buffers the calls allocated (argmax's, the means') are freed in stream order after
-        // the copies above (with the driver's memory pools, which every GPU the kernels are
-        // built for has; without them a free would wait for the stream).
-        self.pending = Some(i);
-        Ok(())
-    }
-
-    /// Waits for this slot's pending pair's results and hands them to `done`.
-    fn hand_back(&mut self, work: &PairWork<'_, T>, done: &mut Done<'_, T>) -> Result<()> {
-        let Some(i) = self.pending.take() else {
-            return Ok(());
-        };
-        let job = &work.jobs[i];
-        let (nv, ni, nc) = work.task.result_lens(job.a.len(), job.b.len());
-        done(
-            i,
-            PairOut {
-                values: self.values.take(nv)?,
-                indices: self.indices.take(ni)?,
-                cols: self.cols.take(nc)?,
-            },
-        )
+        let mut log = Log(Vec::new());
+        run(&mut log, &mut ['x', 'y'], 3, &|| Ok(())).unwrap();
+        assert_eq!(
+            log.0[..3],
+            ["launch 0 on x", "launch 1 on y", "back 0 from x"]
+        );
+        let stop = run(&mut Log(Vec::new()), &mut ['x', 'y'], 3, &|| {
+            Err(Error::Cancelled)
+        });
+        assert!(matches!(stop, Err(Error::Cancelled)));
     }
 }

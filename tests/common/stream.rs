@@ -141,12 +141,13 @@ pub fn check_stream<T: StreamElement>(
     Ok(())
 }
 
-/// [`check_stream`] over layouts, batchings and chunk sizes.
+/// [`check_stream`] over layouts, batchings and chunks of `pers` vectors.
 pub fn battery<T: StreamElement>(
     devices: &[Device],
     seed: u64,
     exact: Exact,
     indices: bool,
+    pers: &[usize],
 ) -> anyhow::Result<()> {
     let mut r = rng(seed);
     let layouts = [Layout::Rows, Layout::Cols];
@@ -161,7 +162,7 @@ pub fn battery<T: StreamElement>(
             for &lb in &layouts {
                 let (sa, a, sb, b) = sets::<T>(&mut r, bt, (la, lb), (7, 23, 5));
                 let plan = PairPlan::new(&sa, la, &sb, lb)?;
-                for per in [1, 3, 8] {
+                for &per in pers {
                     let what = format!(
                         "{} on {} device(s): {sa:?} {la:?} × {sb:?} {lb:?}, chunks of {per}",
                         T::NAME,

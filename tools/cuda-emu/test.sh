@@ -3,7 +3,7 @@
 # tools/cuda-emu (the kernels of kernels/*.cu compiled as C++), puts it first on
 # LD_LIBRARY_PATH, and runs through cosim's own, unchanged code:
 #   1. `cosim info`, which must name the emulated device;
-#   2. tests/cuda.rs, tests/cuda_pairwise.rs, tests/cuda_backward.rs and tests/cuda_pair_backward.rs with --include-ignored, streams delayed at
+#   2. tests/cuda.rs, tests/cuda_pairwise.rs, tests/cuda_backward.rs, tests/cuda_pair_backward.rs and tests/cuda_stream.rs with --include-ignored, streams delayed at
 #      random (COSIM_EMU_DELAY, µs) so that a missing wait shows as a wrong result;
 #   3. two devices, and a CUDA 12.4 driver that must refuse the kernels with a clear message;
 #   4. scripts/device-cli-check.py: `cosim --device cuda` against `--device cpu`, every
@@ -27,7 +27,7 @@ cosim=$root/target/release/cosim
 grep -q "cosim CUDA emulator" "$logs/info.log" || { echo "test.sh: cosim info does not show the emulated device" >&2; exit 1; }
 
 status=0
-for t in cuda cuda_pairwise cuda_backward cuda_pair_backward; do
+for t in cuda cuda_pairwise cuda_backward cuda_pair_backward cuda_stream; do
   start=$SECONDS
   if ! cargo test "${profile[@]}" -q --test "$t" -- --include-ignored "$@" > "$logs/$t.log" 2>&1; then
     status=1
@@ -37,9 +37,13 @@ for t in cuda cuda_pairwise cuda_backward cuda_pair_backward; do
 done
 
 if [ $# -eq 0 ]; then
-  # Two devices: each opens and computes on its own memory and streams.
+  # Two devices: each opens and computes on its own memory and streams, and a stream's job is
+  # shared between them.
   if COSIM_EMU_DEVICES=2 cargo test "${profile[@]}" -q --test cuda -- --include-ignored every_device \
-       > "$logs/two-devices.log" 2>&1 && COSIM_EMU_DEVICES=2 "$cosim" info | grep -q "cuda:1: cosim CUDA emulator"; then
+       > "$logs/two-devices.log" 2>&1 \
+     && COSIM_EMU_DEVICES=2 cargo test "${profile[@]}" -q --test cuda_stream -- --include-ignored two_gpus \
+       >> "$logs/two-devices.log" 2>&1 \
+     && COSIM_EMU_DEVICES=2 "$cosim" info | grep -q "cuda:1: cosim CUDA emulator"; then
     echo "two devices: ok"
   else
     status=1
@@ -60,7 +64,8 @@ if [ $# -eq 0 ]; then
   py=${PYTHON:-$root/.venv-nvcc/bin/python}
   "$py" -c "import numpy" 2>/dev/null || "$py" -m pip install --quiet --disable-pip-version-check numpy
   start=$SECONDS
-  if ! "$py" scripts/device-cli-check.py "$cosim" "$root/target/cuda-emu/cli" > "$logs/cli.log" 2>&1; then
+  # Two emulated devices, so that `--device cuda:0,1` and `cuda:all` are checked too.
+  if ! COSIM_EMU_DEVICES=2 COSIM_DEVICES=2 "$py" scripts/device-cli-check.py "$cosim" "$root/target/cuda-emu/cli" > "$logs/cli.log" 2>&1; then
     status=1
   fi
   echo "cli checks: $(grep -c '^ok ' "$logs/cli.log") ok, $(grep -c '^BAD' "$logs/cli.log") bad ($((SECONDS - start)) s)"

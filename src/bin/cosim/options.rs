@@ -99,14 +99,20 @@ impl GlobalOpts {
     /// A runtime error (exit code 1) if an explicitly requested CUDA device cannot be used; a
     /// usage error for a list of several (only `pairwise` takes them).
     pub fn device(&self) -> Result<Device> {
-        let mut devices = self.devices()?;
-        match (devices.pop(), devices.is_empty()) {
-            (Some(d), true) => Ok(d),
-            _ => Err(CliError::usage(format!(
+        let several = match &self.device {
+            DeviceArg::Cuda(list) => list.len() > 1,
+            DeviceArg::CudaAll => true,
+            DeviceArg::Auto | DeviceArg::Cpu => false,
+        };
+        if several {
+            return Err(CliError::usage(format!(
                 "--device {}: only `cosim pairwise` runs on several devices; name one",
                 self.device
-            ))),
+            )));
         }
+        self.devices()?
+            .pop()
+            .ok_or_else(|| CliError::runtime("internal: no device"))
     }
 
     /// The devices `--device` names (several for `cuda:0,1` and `cuda:all`), said on stderr
