@@ -16,6 +16,7 @@ use cosim::pairwise::{Layout, PairPlan};
 use cosim::stream::{PairStream, Progress};
 use cosim::{cpu, Device};
 use memmap2::Mmap;
+use npyz::WriterBuilder;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::ops::ControlFlow;
@@ -141,7 +142,7 @@ fn main() -> Result<()> {
     let done = AtomicUsize::new(0);
     let progress = |p: Progress| {
         // A line at every tenth of the pairs.
-        let tenth = (p.done * 10 / p.total.max(1)) as usize;
+        let tenth = p.done * 10 / p.total.max(1);
         if done.fetch_max(tenth, Ordering::Relaxed) < tenth {
             println!("  {} of {} chunk pairs", p.done, p.total);
         }

@@ -17,10 +17,10 @@ for l in sys.stdin:
         print(m["target"]["name"], m["executable"])'
 }
 cargo test --release --no-run --message-format=json 2>/dev/null | pick | while read -r name exe; do
-  case "$name" in bindings|cli) continue ;; esac # cli runs the cosim binary by its path here
+  case "$name" in bindings|cli|cli_*) continue ;; esac # the cli tests run the cosim binary by its path here
   cp "$exe" "device-bin/test-$name"
 done
-cargo bench --bench cosim_bench --bench pairwise --no-run --message-format=json 2>/dev/null | pick | while read -r name exe; do
+cargo bench --bench cosim_bench --bench pairwise --bench stream --no-run --message-format=json 2>/dev/null | pick | while read -r name exe; do
   cp "$exe" "device-bin/bench-$name"
 done
 # The command-line tool, for GPU checks of `cosim info` / `cosim along --device cuda`.

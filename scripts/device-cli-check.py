@@ -155,6 +155,13 @@ if devices >= 2:
                   c + pw + ["--row-mean", "-o", f"{out}/rm.npy"], ["rm.npy"], 1e-5)
             for mode in (["--top-k", "7"], ["--argmax"], ["--greedy"]):
                 check_npz(f"pairwise {' '.join(mode)} on {spec} ({label})", g + pw + mode, c + pw + mode, 2e-6)
+    # A list naming a device the machine lacks: exit 1, that device named, nothing written.
+    missing = f"{out}/missing.npz"
+    p = subprocess.run([cosim, "--quiet", "--device", f"cuda:0,{devices}", "pairwise", f"{out}/q.npy",
+                        f"{out}/k.npy", "--argmax", "-o", missing], capture_output=True, text=True)
+    ok = p.returncode == 1 and f"--device cuda:{devices}" in p.stderr and not os.path.exists(missing)
+    print(f"{'ok ' if ok else 'BAD'} --device cuda:0,{devices} (missing): exit {p.returncode}: {p.stderr.strip()}")
+    failed += not ok
 else:
     print("note: one GPU (COSIM_DEVICES unset): the several-GPU checks did not run")
 sys.exit(1 if failed else 0)

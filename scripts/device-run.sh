@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # There (the device machine, repo root): runs the GPU checks on the binaries that
 # scripts/device-build.sh made here, writing logs, bench.json and bench.md under $OUT.
-#   bash scripts/device-run.sh [PHASE...]   phases: tests sanitize cli bench, or all (default)
+#   bash scripts/device-run.sh [PHASE...]   phases: tests sanitize cli bench, or all (default);
+#   stream (the streaming engine's benchmark, benches/stream.rs) only when named
 # Budget (15 device minutes a session): two calls, each with a timeout that leaves room,
 #   run(command="bash scripts/device-run.sh tests cli", carry=["device-bin"], timeout_s=420)
 #   run(command="bash scripts/device-run.sh sanitize bench", carry=["device-bin"], timeout_s=540)
@@ -40,7 +41,8 @@ if want sanitize; then
   for run in "test-cuda edge_cases kernel_variants::f16 reweighting::f32" \
              "test-cuda_pairwise small_every_kernel" \
              "test-cuda_backward edges" \
-             "test-cuda_pair_backward edges fast_mode"; do
+             "test-cuda_pair_backward edges fast_mode" \
+             "test-cuda_stream f64_is_refused a_memory_budget"; do
     set -- $run
     bin=$1; shift
     for tool in memcheck racecheck; do
@@ -57,7 +59,8 @@ fi
 
 if want cli; then
   echo "== cosim command on the GPU vs the CPU"
-  timeout 120 python3 scripts/device-cli-check.py $B/cosim /tmp/cosim-cli \
+  # With several GPUs, `--device cuda:0,1` and `cuda:all` are checked too.
+  COSIM_DEVICES=$(nvidia-smi -L | grep -c "^GPU") timeout 120 python3 scripts/device-cli-check.py $B/cosim /tmp/cosim-cli \
     | tee "$OUT/cli.log" || status=1
   echo "== chunked pairwise against whole, end to end"
   timeout 90 python3 scripts/device-chunk-timing.py $B/cosim /tmp/cosim-timing \
@@ -75,5 +78,11 @@ if want bench; then
   echo "== PyTorch's gradients on this GPU (the anchors of the backward cases)"
   timeout 120 python3 scripts/device-torch-anchors.py "$OUT/torch-anchors.json" \
     | tee "$OUT/torch-anchors.log" || status=1
+fi
+if [[ "$phases" == *" stream "* ]]; then
+  # Not part of `all`: a third call when the first two left time,
+  #   run(command="bash scripts/device-run.sh stream", carry=["device-bin"], timeout_s=240)
+  echo "== the streaming engine: top-10 against a 4 Mi-vector host corpus, whole vs chunked"
+  timeout 200 $B/bench-stream --json "$OUT/bench-stream.json" | tee "$OUT/bench-stream.log" || status=1
 fi
 exit $status

@@ -125,6 +125,8 @@ mod sealed {
 
 /// The default bytes of whole rows per matrix block handed to the sink.
 pub const DEFAULT_BLOCK_BYTES: usize = 256 << 20;
+/// Matrix blocks are cut to an eighth of the rows when they stay at least this large.
+const OVERLAP_BLOCK_BYTES: usize = 16 << 20;
 
 /// A pairwise job on host-resident sets, to be run by one of its operations.
 pub struct PairStream<'a, T> {
@@ -204,8 +206,9 @@ impl<'a, T: StreamElement> PairStream<'a, T> {
     }
 
     /// The matrix `[B?, N, M]`, handed to `sink` block by block in order (batch by batch,
-    /// whole rows, at most [`PairStream::block_bytes`] each), on the caller's thread while
-    /// the devices compute the next blocks.
+    /// whole rows, at most [`PairStream::block_bytes`] each, and no more than an eighth of
+    /// the rows where that still makes blocks of 16 MiB), on the caller's thread while the
+    /// devices compute the next blocks: a sink that writes a file overlaps the computation.
     ///
     /// # Errors
     /// Device failures, [`Error::Cancelled`], and whatever `sink` returns (which stops the
@@ -217,7 +220,14 @@ impl<'a, T: StreamElement> PairStream<'a, T> {
         let plan = self.plan;
         let runners = self.runners()?;
         let sets = Sets::new(plan, self.a, self.b);
-        let cap = plan.rows_per_block(self.limits.block_bytes, std::mem::size_of::<T>());
+        let e = std::mem::size_of::<T>();
+        // An eighth of the rows (blocks of at least 16 MiB), so that the sink's work on one
+        // block overlaps the next one's computation.
+        let overlap = plan
+            .n
+            .div_ceil(8)
+            .max(plan.rows_per_block(OVERLAP_BLOCK_BYTES, e));
+        let cap = plan.rows_per_block(self.limits.block_bytes, e).min(overlap);
         let mut cuts = Vec::with_capacity(runners.len());
         for r in &runners {
             let cut = sizing::cut(

@@ -700,3 +700,43 @@ fn pairwise_chunked_f16_matrix_and_top_k_values_are_exact() -> Res {
     }
     Ok(())
 }
+
+#[test]
+fn ctrl_c_stops_a_chunked_job_after_its_current_pair_and_leaves_nothing() {
+    let d = dirs();
+    let mut r = SmallRng::seed_from_u64(91);
+    // 6000 × 6000 vectors of 16 in chunks of 8: 562 500 chunk pairs, seconds of work.
+    let (n, dim) = (6000, 16);
+    let a = write_f32(d.inp.path(), "a.npy", &[n, dim], &random(&mut r, n * dim));
+    let out = d.out.path().join("top.npz");
+    let cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cosim"))
+        .args(["--device", "cpu", "--block-bytes", "512", "pairwise"])
+        .args([&a, &a])
+        .args(["--top-k", "3", "-o"])
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = cmd.expect("cosim starts");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let o = child.wait_with_output().expect("cosim ends");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("stopping after the current chunk pair"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: interrupted; no output written"),
+        "{err}"
+    );
+    assert!(
+        files_in(d.out.path()).is_empty(),
+        "{:?}",
+        files_in(d.out.path())
+    );
+}

@@ -319,7 +319,7 @@ mod gpu {
     use super::super::pipeline::{self, Results, Staged, TwoSlots};
     use super::{Blocks, Elementwise};
     use crate::cuda::Cuda;
-    use crate::error::Result;
+    use crate::error::{Error, Result};
     use crate::AnyElement;
     use cudarc::driver::{CudaSlice, CudaStream};
     use std::ops::Range;
@@ -405,6 +405,14 @@ mod gpu {
         pipeline::run(&mut rows, &mut slots, count, &|| Ok(()))
     }
 
+    /// Copies a block's rows of a cut input into the front of its staging buffer.
+    fn copy_rows<T: AnyElement>(dst: &mut [T], rows: &[T]) -> Result<()> {
+        dst.get_mut(..rows.len())
+            .ok_or_else(|| Error::Internal("a block's rows overflow their staging buffer".into()))?
+            .copy_from_slice(rows);
+        Ok(())
+    }
+
     impl<T: AnyElement> TwoSlots for Rows<'_, T> {
         type Slot = Slot<T>;
 
@@ -416,7 +424,7 @@ mod gpu {
             let xa = match &mut slot.a {
                 Some(st) => {
                     let rows = &self.a[ra.clone()];
-                    st.stage(s, i, |dst| Ok(dst[..rows.len()].copy_from_slice(rows)))?;
+                    st.stage(s, i, |dst| copy_rows(dst, rows))?;
                     st.dev.slice(0..ra.len())
                 }
                 None => self.whole_a.slice(..),
@@ -424,7 +432,7 @@ mod gpu {
             let xb = match &mut slot.b {
                 Some(st) => {
                     let rows = &self.b[rb.clone()];
-                    st.stage(s, i, |dst| Ok(dst[..rows.len()].copy_from_slice(rows)))?;
+                    st.stage(s, i, |dst| copy_rows(dst, rows))?;
                     st.dev.slice(0..rb.len())
                 }
                 None => self.whole_b.slice(..),

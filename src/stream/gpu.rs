@@ -16,10 +16,13 @@ const FREE_SHARE: (usize, usize) = (9, 10);
 pub struct CudaRunner<'c>(pub &'c Cuda);
 
 impl<T: PairElement> Runner<T> for CudaRunner<'_> {
-    fn matrix(&self, plan: &PairPlan, a: &[T], b: &[T]) -> Result<Vec<T>> {
+    fn matrix_into(&self, plan: &PairPlan, a: &[T], b: &[T], out: &mut [T]) -> Result<()> {
         let c = self.0;
         let (da, db) = (c.upload(a)?, c.upload(b)?);
-        c.download(&c.pairwise_similarity(plan, &da, &db)?.values)
+        let m = c.download(&c.pairwise_similarity(plan, &da, &db)?.values)?;
+        plan.check_out("out", out.len(), &plan.matrix_shape())?;
+        out.copy_from_slice(&m);
+        Ok(())
     }
 
     fn matrix_blocks(

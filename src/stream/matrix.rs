@@ -8,7 +8,7 @@
 use super::chunks::{self, Chunks, Row};
 use super::control::{first_error, Control};
 use super::runner::{InOrder, PairWork, Runner, Task};
-use super::sets::Sets;
+use super::sets::{PairJob, Sets};
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::pairwise::MatrixBlock;
@@ -116,6 +116,37 @@ fn deliver<T: Element, E>(
     Ok(())
 }
 
+/// A host backend's rows, each block computed in place (B whole).
+fn on_host<T: Element>(
+    sets: &Sets<'_, T>,
+    runner: &dyn Runner<T>,
+    rows: &[Row],
+    control: &Control<'_>,
+    tx: &SyncSender<Vec<T>>,
+    back: &Receiver<Vec<T>>,
+) -> Result<()> {
+    let m = sets.plan().m;
+    for row in rows {
+        control.go_on()?;
+        let job = PairJob {
+            batch: row.batch,
+            a: row.a.clone(),
+            b: 0..m,
+        };
+        let mut block = back.try_recv().unwrap_or_default();
+        // A recycled block of the right length is overwritten whole: no need to clear it.
+        if block.len() != row.a.len() * m {
+            block.clear();
+            block.resize(row.a.len() * m, T::from_f64(0.0));
+        }
+        let plan = sets.pair_plan(&job)?;
+        runner.matrix_into(&plan, &sets.a_chunk(&job), &sets.b_chunk(&job), &mut block)?;
+        tx.send(block).map_err(|_| Error::Cancelled)?;
+        control.pair_done()?;
+    }
+    Ok(())
+}
+
 /// One device's rows: every chunk pair of its row blocks, each block assembled from the
 /// pieces of B's chunks and sent when whole.
 fn worker<T: Element>(
@@ -128,6 +159,9 @@ fn worker<T: Element>(
     back: &Receiver<Vec<T>>,
 ) -> Result<()> {
     let m = sets.plan().m;
+    if runner.on_host() && chunks.b >= m {
+        return on_host(sets, runner, rows, control, tx, back);
+    }
     let jobs = chunks::jobs(rows, 0..m, chunks.b);
     let go_on = || control.go_on();
     let work = PairWork {
@@ -144,8 +178,12 @@ fn worker<T: Element>(
         let width = job.b.len();
         if job.b.start == 0 {
             block = back.try_recv().unwrap_or_default();
-            block.clear();
-            block.resize(job.a.len() * m, T::from_f64(0.0));
+            // Every piece of the row is written: a recycled block of its length needs no
+            // clearing.
+            if block.len() != job.a.len() * m {
+                block.clear();
+                block.resize(job.a.len() * m, T::from_f64(0.0));
+            }
         }
         if out.values.len() != job.a.len() * width {
             return Err(Error::Internal("a matrix piece is not its pair's".into()));

@@ -76,8 +76,13 @@ pub struct PairWork<'w, T> {
 /// A backend's calls on host buffers (the inputs go in as slices and the results come back
 /// as host vectors; a GPU runner uploads and downloads), and its runner of chunk pairs.
 pub trait Runner<T: Element>: Sync {
-    /// The whole matrix.
-    fn matrix(&self, plan: &PairPlan, a: &[T], b: &[T]) -> Result<Vec<T>>;
+    /// The whole matrix, into `out`.
+    fn matrix_into(&self, plan: &PairPlan, a: &[T], b: &[T], out: &mut [T]) -> Result<()>;
+    /// Whether this backend computes on host memory (the CPU): then a matrix block is
+    /// computed in place, without a runner's buffers.
+    fn on_host(&self) -> bool {
+        false
+    }
     /// The matrix in blocks of whole rows of at most `budget` bytes, handed to `f` in order.
     fn matrix_blocks(
         &self,
@@ -134,6 +139,7 @@ pub fn serial<T: Element, R: Runner<T> + ?Sized>(
     done: &mut Done<'_, T>,
 ) -> Result<()> {
     let sets = work.sets;
+    let mut block = Vec::new();
     for (i, job) in work.jobs.iter().enumerate() {
         (work.go_on)()?;
         let plan = sets.pair_plan(job)?;
@@ -144,7 +150,12 @@ pub fn serial<T: Element, R: Runner<T> + ?Sized>(
             cols: &[],
         };
         match work.task {
-            Task::Matrix => done(i, whole(&runner.matrix(&plan, &a, &b)?, &[]))?,
+            Task::Matrix => {
+                block.clear();
+                block.resize(job.a.len() * job.b.len(), T::from_f64(0.0));
+                runner.matrix_into(&plan, &a, &b, &mut block)?;
+                done(i, whole(&block, &[]))?;
+            }
             Task::TopK(k) => {
                 let t = runner.top_k(&plan, &a, &b, k.min(job.b.len()))?;
                 done(i, whole(&t.values, &t.indices))?;
@@ -177,8 +188,12 @@ pub fn serial<T: Element, R: Runner<T> + ?Sized>(
 pub struct CpuRunner;
 
 impl<T: Element> Runner<T> for CpuRunner {
-    fn matrix(&self, plan: &PairPlan, a: &[T], b: &[T]) -> Result<Vec<T>> {
-        cpu::pairwise_similarity(plan, a, b).map(|s| s.values)
+    fn matrix_into(&self, plan: &PairPlan, a: &[T], b: &[T], out: &mut [T]) -> Result<()> {
+        cpu::pairwise_similarity_into(plan, out, a, b).map(|_| ())
+    }
+
+    fn on_host(&self) -> bool {
+        true
     }
 
     fn matrix_blocks(

@@ -58,6 +58,9 @@ impl Inputs {
 
     /// A library refusal (shapes, dim, eps) with both files and shapes named.
     pub fn refusal(&self, e: cosim::Error) -> CliError {
+        if matches!(e, cosim::Error::Cancelled) {
+            return e.into(); // an interrupt, not the inputs' fault
+        }
         CliError {
             code: library_code(&e),
             message: format!("{} vs {}: {e}", self.a.describe(), self.b.describe()),
