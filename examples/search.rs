@@ -163,7 +163,7 @@ fn main() -> Result<()> {
     }
     let (n, m, d) = (plan.n, plan.m, plan.d);
     println!(
-        "top-10 of {n} queries in {m} keys of {d} ({:.0} MiB, budget {:.0} MiB)",
+        "top-10 of {n} queries in {m} keys of {d} ({:.1} MiB, budget {:.2} MiB)",
         corpus_bytes as f64 / 1048576.0,
         budget as f64 / 1048576.0
     );
