@@ -716,7 +716,7 @@ fn ctrl_c_stops_a_chunked_job_after_its_current_pair_and_leaves_nothing() {
         .arg(&out)
         .stderr(std::process::Stdio::piped())
         .spawn();
-    let mut child = cmd.expect("cosim starts");
+    let child = cmd.expect("cosim starts");
     std::thread::sleep(std::time::Duration::from_millis(700));
     let killed = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
