@@ -434,7 +434,11 @@ impl<'a, T: StreamElement> PairStream<'a, T> {
         let control = Control::new(total, self.progress);
         let run = |(r, range, cut): &DevicePart<'_, T>| {
             let c = chunks_of(*cut, plan.n, range.len());
-            let part = reduce::part(*r, &sets, want, argmax, range.clone(), c, &control);
+            // A panic (in a backend or the caller's callback) stops the other devices too.
+            let part = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                reduce::part(*r, &sets, want, argmax, range.clone(), c, &control)
+            }))
+            .unwrap_or_else(|_| Err(Error::Internal("a device's worker panicked".into())));
             if part.is_err() {
                 control.stop();
             }

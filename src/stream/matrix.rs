@@ -59,7 +59,7 @@ pub fn run<T: Element + Send, E: From<Error>>(
                 r
             }));
         }
-        let delivered = deliver(&rows, &blocks, &spare, plan.m, sink);
+        let delivered = deliver(&rows, &blocks, &spare, plan.m, control, sink);
         // The workers stop at their next pair once the run has stopped; a worker blocked on
         // its channel wakes when the receivers go.
         if delivered.is_err() {
@@ -75,7 +75,17 @@ pub fn run<T: Element + Send, E: From<Error>>(
             .collect();
         match delivered {
             Err(Delivery::Sink(e)) => Err(e),
-            Err(Delivery::Worker) | Ok(()) => first_error(joined).map(|_| ()).map_err(E::from),
+            Err(Delivery::Stopped) => {
+                first_error(joined).map_err(E::from)?;
+                Err(E::from(Error::Cancelled))
+            }
+            Err(Delivery::Worker) => {
+                first_error(joined).map_err(E::from)?;
+                Err(E::from(Error::Internal(
+                    "a device's worker stopped sending row blocks".into(),
+                )))
+            }
+            Ok(()) => first_error(joined).map(|_| ()).map_err(E::from),
         }
     })
 }
@@ -86,6 +96,8 @@ enum Delivery<E> {
     Sink(E),
     /// A worker stopped sending (its error is in its result).
     Worker,
+    /// The run was stopped (the caller's progress callback): no block is handed on after.
+    Stopped,
 }
 
 /// Hands every row block to `sink` in order, taking block `i` from worker `i mod D`, and
@@ -95,11 +107,15 @@ fn deliver<T: Element, E>(
     blocks: &[Receiver<Vec<T>>],
     spare: &[std::sync::mpsc::Sender<Vec<T>>],
     m: usize,
+    control: &Control<'_>,
     sink: &mut Sink<'_, T, E>,
 ) -> std::result::Result<(), Delivery<E>> {
     for (i, row) in rows.iter().enumerate() {
         let w = i % blocks.len().max(1);
-        let block = blocks[w].recv().map_err(|_| Delivery::Worker)?;
+        let block = blocks[w].recv();
+        // A block sent just before the run stopped is not handed on.
+        control.go_on().map_err(|_| Delivery::Stopped)?;
+        let block = block.map_err(|_| Delivery::Worker)?;
         if block.len() != row.a.len() * m {
             return Err(Delivery::Worker);
         }

@@ -25,7 +25,7 @@ pub fn run<T: PairElement>(
     done: &mut Done<'_, T>,
 ) -> Result<()> {
     let ctx = cuda.stream().context().clone();
-    let mut slots = [Slot::new(&ctx, work)?, Slot::new(&ctx, work)?];
+    let mut slots = [Slot::new(cuda, &ctx, work)?, Slot::new(cuda, &ctx, work)?];
     pipeline::run(
         &mut Pairs { work, done },
         &mut slots,
@@ -74,13 +74,15 @@ struct Slot<T: PairElement> {
 
 impl<T: PairElement> Slot<T> {
     /// A slot on a new stream, with buffers for the largest chunk pair of `work`.
-    fn new(ctx: &Arc<CudaContext>, work: &PairWork<'_, T>) -> Result<Slot<T>> {
+    fn new(cuda: &Cuda, ctx: &Arc<CudaContext>, work: &PairWork<'_, T>) -> Result<Slot<T>> {
         let stream = ctx.new_stream()?;
         let (ca, cb, d) = (work.chunks.a, work.chunks.b, work.sets.plan().d);
         let (nv, ni, nc) = work.task.result_lens(ca, cb);
         let into = matches!(work.task, Task::Matrix | Task::TopK(_));
         Ok(Slot {
-            cuda: Cuda::with_stream(stream.clone())?,
+            // The caller's top-k scratch limit, which the sizing counted on.
+            cuda: Cuda::with_stream(stream.clone())?
+                .with_top_k_scratch_limit(cuda.top_k_scratch_limit()),
             a: Staged::new(ctx, &stream, ca * d)?,
             b: Staged::new(ctx, &stream, cb * d)?,
             values: Results::new(ctx, &stream, nv, into)?,
