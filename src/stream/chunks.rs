@@ -25,18 +25,6 @@ impl Chunks {
             b: even(m, per),
         }
     }
-
-    /// Chunks of at most `bytes` per chunk, with `vector_bytes` per vector, as
-    /// [`Chunks::even`] cuts them.
-    pub fn of_bytes(
-        n: usize,
-        m: usize,
-        bytes: usize,
-        vector_bytes: usize,
-        rows_cap: usize,
-    ) -> Chunks {
-        Chunks::even(n, m, (bytes / vector_bytes.max(1)).max(1), rows_cap)
-    }
 }
 
 /// The size of the fewest chunks of at most `per` (≥ 1) that cover `total`, made even.
@@ -105,27 +93,24 @@ mod tests {
     fn chunks_hold_whole_vectors_evenly() {
         // 2 vectors of 16 bytes fit: 5 -> 2, 2, 1 (already even); 7 -> 4 chunks of 2.
         assert_eq!(
-            Chunks::of_bytes(5, 7, 32, 16, usize::MAX),
+            Chunks::even(5, 7, 32 / 16, usize::MAX),
             Chunks { a: 2, b: 2 }
         );
         // 3 fit: 5 -> 3, 2; 7 -> 3 chunks of 3 (3, 3, 1).
         assert_eq!(
-            Chunks::of_bytes(5, 7, 48, 16, usize::MAX),
+            Chunks::even(5, 7, 48 / 16, usize::MAX),
             Chunks { a: 3, b: 3 }
         );
         // 4 fit: 5 -> 2 chunks of 3; 7 -> 2 chunks of 4.
         assert_eq!(
-            Chunks::of_bytes(5, 7, 64, 16, usize::MAX),
+            Chunks::even(5, 7, 64 / 16, usize::MAX),
             Chunks { a: 3, b: 4 }
         );
         assert_eq!(
-            Chunks::of_bytes(5, 7, 1, 16, usize::MAX),
+            Chunks::even(5, 7, 1 / 16, usize::MAX),
             Chunks { a: 1, b: 1 }
         );
-        assert_eq!(
-            Chunks::of_bytes(5, 7, 1 << 20, 16, 2),
-            Chunks { a: 2, b: 7 }
-        );
+        assert_eq!(Chunks::even(5, 7, (1 << 20) / 16, 2), Chunks { a: 2, b: 7 });
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! against the device's free memory or the caller's budget, or the chunk size a caller
 //! forces.
 
-use super::chunks::{even, Chunks};
+use super::chunks::Chunks;
 use super::runner::{Runner, Task};
 use super::sets::Sets;
 use crate::element::Element;
@@ -97,8 +97,5 @@ pub fn cut<T: Element>(
             hi = mid - 1;
         }
     }
-    Ok(Cut::Chunks(Chunks {
-        a: even(n, lo.min(rows_cap.max(1))),
-        b: even(m, lo),
-    }))
+    Ok(Cut::Chunks(Chunks::even(n, m, lo, rows_cap)))
 }
